@@ -1,0 +1,325 @@
+//! Authentication (bearer tokens) and RBAC authorization.
+//!
+//! Authorization reads the real `rbac.authorization.k8s.io/v1` objects stored in the server, so
+//! the Role/ClusterRole/bindings in `deploy/` are exercised exactly as written — including
+//! `resourceNames`, subresources (`leases/status`), and the rule that a list or watch with
+//! `fieldSelector=metadata.name=X` is authorized as a request for the name `X`.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use serde_json::{Value, json};
+
+use super::status::ApiError;
+use super::store::Store;
+
+/// Who a request is from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserInfo {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+impl UserInfo {
+    pub fn anonymous() -> Self {
+        UserInfo {
+            name: "system:anonymous".to_string(),
+            groups: vec!["system:unauthenticated".to_string()],
+        }
+    }
+
+    /// A cluster administrator (member of `system:masters`, which RBAC never restricts).
+    pub fn admin() -> Self {
+        UserInfo {
+            name: "admin".to_string(),
+            groups: vec!["system:masters".to_string(), "system:authenticated".to_string()],
+        }
+    }
+
+    /// The identity of a service account's token.
+    pub fn service_account(namespace: &str, name: &str) -> Self {
+        UserInfo {
+            name: format!("system:serviceaccount:{namespace}:{name}"),
+            groups: vec![
+                "system:serviceaccounts".to_string(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".to_string(),
+            ],
+        }
+    }
+
+    pub fn user(name: &str, groups: &[&str]) -> Self {
+        let mut groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        groups.push("system:authenticated".to_string());
+        UserInfo {
+            name: name.to_string(),
+            groups,
+        }
+    }
+
+    fn is_authenticated(&self) -> bool {
+        self.groups.iter().any(|g| g == "system:authenticated")
+    }
+}
+
+/// Bearer-token authentication.
+#[derive(Default)]
+pub struct Authenticator {
+    tokens: RwLock<HashMap<String, UserInfo>>,
+}
+
+impl Authenticator {
+    pub fn add_token(&self, token: &str, user: UserInfo) {
+        self.tokens
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.to_string(), user);
+    }
+
+    /// Resolves the `Authorization` header: no header is anonymous, an unknown token is 401.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<UserInfo, ApiError> {
+        let Some(header) = authorization else {
+            return Ok(UserInfo::anonymous());
+        };
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(ApiError::unauthorized)?
+            .trim();
+        self.tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned()
+            .ok_or_else(ApiError::unauthorized)
+    }
+}
+
+/// What a request asks to do, in RBAC's terms (apiserver's `RequestInfo`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Resource {
+        verb: String,
+        group: String,
+        resource: String,
+        subresource: Option<String>,
+        namespace: Option<String>,
+        name: Option<String>,
+    },
+    NonResource {
+        verb: String,
+        path: String,
+    },
+}
+
+/// Paths every caller may read, as the default `system:public-info-viewer` and (for
+/// authenticated users) `system:discovery` ClusterRoles allow.
+fn default_non_resource_allowed(user: &UserInfo, verb: &str, path: &str) -> bool {
+    if verb != "get" {
+        return false;
+    }
+    let public = ["/version", "/healthz", "/livez", "/readyz"];
+    if public.iter().any(|p| path == *p || path.starts_with(&format!("{p}/"))) {
+        return true;
+    }
+    let discovery = path == "/api"
+        || path.starts_with("/api/")
+        || path == "/apis"
+        || path.starts_with("/apis/")
+        || path.starts_with("/openapi");
+    discovery && user.is_authenticated()
+}
+
+fn strings(v: &Value, key: &str) -> Vec<String> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn subject_matches(subject: &Value, user: &UserInfo, binding_namespace: Option<&str>) -> bool {
+    let kind = subject.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let name = subject.get("name").and_then(Value::as_str).unwrap_or_default();
+    match kind {
+        "User" => user.name == name,
+        "Group" => user.groups.iter().any(|g| g == name),
+        "ServiceAccount" => {
+            let ns = subject
+                .get("namespace")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .or(binding_namespace)
+                .unwrap_or_default();
+            user.name == format!("system:serviceaccount:{ns}:{name}")
+        }
+        _ => false,
+    }
+}
+
+fn rule_allows(rule: &Value, request: &Request) -> bool {
+    let has = |list: &[String], want: &str| list.iter().any(|x| x == "*" || x == want);
+    match request {
+        Request::Resource {
+            verb,
+            group,
+            resource,
+            subresource,
+            name,
+            ..
+        } => {
+            let verbs = strings(rule, "verbs");
+            let groups = strings(rule, "apiGroups");
+            let resources = strings(rule, "resources");
+            let names = strings(rule, "resourceNames");
+            let combined = match subresource {
+                Some(sub) => format!("{resource}/{sub}"),
+                None => resource.clone(),
+            };
+            let resource_ok = resources.iter().any(|r| {
+                r == "*"
+                    || *r == combined
+                    || subresource
+                        .as_ref()
+                        .is_some_and(|sub| *r == format!("*/{sub}"))
+            });
+            let name_ok = names.is_empty()
+                || name
+                    .as_ref()
+                    .is_some_and(|n| names.iter().any(|x| x == n));
+            has(&verbs, verb) && has(&groups, group) && resource_ok && name_ok
+        }
+        Request::NonResource { verb, path } => {
+            let verbs = strings(rule, "verbs");
+            let urls = strings(rule, "nonResourceURLs");
+            has(&verbs, verb)
+                && urls.iter().any(|u| {
+                    u == "*"
+                        || u == path
+                        || u.strip_suffix('*').is_some_and(|prefix| path.starts_with(prefix))
+                })
+        }
+    }
+}
+
+/// The rules of the role a binding references, as visible from `binding_namespace`.
+fn role_rules(store: &Store, role_ref: &Value, binding_namespace: Option<&str>) -> Vec<Value> {
+    let kind = role_ref.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let name = role_ref.get("name").and_then(Value::as_str).unwrap_or_default();
+    let (plural, namespace) = match kind {
+        "ClusterRole" => ("clusterroles", None),
+        "Role" => ("roles", binding_namespace),
+        _ => return Vec::new(),
+    };
+    store
+        .all("rbac.authorization.k8s.io", plural)
+        .into_iter()
+        .find(|r| {
+            r.pointer("/metadata/name").and_then(Value::as_str) == Some(name)
+                && r.pointer("/metadata/namespace").and_then(Value::as_str) == namespace
+        })
+        .and_then(|r| r.get("rules").and_then(Value::as_array).cloned())
+        .unwrap_or_default()
+}
+
+/// Decides a request with RBAC over the stored objects.
+pub fn rbac_allows(store: &Store, user: &UserInfo, request: &Request) -> bool {
+    if user.groups.iter().any(|g| g == "system:masters") {
+        return true;
+    }
+    if let Request::NonResource { verb, path } = request
+        && default_non_resource_allowed(user, verb, path)
+    {
+        return true;
+    }
+    for binding in store.all("rbac.authorization.k8s.io", "clusterrolebindings") {
+        let subjects = binding.get("subjects").and_then(Value::as_array);
+        if subjects.is_some_and(|s| s.iter().any(|s| subject_matches(s, user, None)))
+            && let Some(role_ref) = binding.get("roleRef")
+            && role_rules(store, role_ref, None)
+                .iter()
+                .any(|r| rule_allows(r, request))
+        {
+            return true;
+        }
+    }
+    let Request::Resource {
+        namespace: Some(namespace),
+        ..
+    } = request
+    else {
+        return false;
+    };
+    for binding in store.all("rbac.authorization.k8s.io", "rolebindings") {
+        if binding.pointer("/metadata/namespace").and_then(Value::as_str) != Some(namespace) {
+            continue;
+        }
+        let subjects = binding.get("subjects").and_then(Value::as_array);
+        if subjects.is_some_and(|s| s.iter().any(|s| subject_matches(s, user, Some(namespace))))
+            && let Some(role_ref) = binding.get("roleRef")
+            && role_rules(store, role_ref, Some(namespace))
+                .iter()
+                .any(|r| rule_allows(r, request))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// The 403 Status the real authorizer returns.
+pub fn forbidden(user: &UserInfo, request: &Request) -> ApiError {
+    match request {
+        Request::Resource {
+            verb,
+            group,
+            resource,
+            subresource,
+            namespace,
+            name,
+        } => {
+            let qualified = if group.is_empty() {
+                resource.clone()
+            } else {
+                format!("{resource}.{group}")
+            };
+            let subject = match name {
+                Some(n) => format!("{qualified} \"{n}\""),
+                None => qualified,
+            };
+            let full_resource = match subresource {
+                Some(s) => format!("{resource}/{s}"),
+                None => resource.clone(),
+            };
+            let scope = match namespace {
+                Some(ns) => format!("in the namespace \"{ns}\""),
+                None => "at the cluster scope".to_string(),
+            };
+            ApiError::new(
+                403,
+                "Forbidden",
+                format!(
+                    "{subject} is forbidden: User \"{}\" cannot {verb} resource \"{full_resource}\" in API group \"{group}\" {scope}",
+                    user.name
+                ),
+            )
+            .with_details(json!({
+                "name": name.clone().unwrap_or_default(),
+                "group": group,
+                "kind": resource,
+            }))
+        }
+        Request::NonResource { verb, path } => ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "forbidden: User \"{}\" cannot {verb} path \"{path}\"",
+                user.name
+            ),
+        )
+        .with_details(json!({})),
+    }
+}

@@ -1,0 +1,1058 @@
+//! The object store: every object of every type, one global `resourceVersion` counter, and a
+//! bounded history of changes that watches replay from.
+//!
+//! Semantics follow the real API server's generic registry (`staging/src/k8s.io/apiserver/
+//! pkg/registry/generic/registry/store.go`) and etcd3 storage:
+//! - every successful write takes the next value of one global counter as its
+//!   `resourceVersion`; a write that changes nothing is a no-op (no new version, no event);
+//! - an update that names a `resourceVersion` succeeds only if it is still current, else
+//!   409 Conflict — the compare-and-swap our elector relies on;
+//! - with a status subresource, main-resource writes keep the stored status and `/status`
+//!   writes keep everything but the status; `generation` moves only when the spec changes;
+//! - deleting an object with finalizers only marks it (`deletionTimestamp`) until an update
+//!   clears them.
+//!
+//! All of it happens under one mutex, so each write is atomic with respect to the others and
+//! watch events are published in `resourceVersion` order.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use super::registry::{ResourceType, Schema, builtin_types};
+use super::selectors::{FieldSelector, LabelSelector};
+use super::status::ApiError;
+use super::validation;
+
+/// Storage key of a type: its group and plural (all versions of a type share storage).
+pub type TypeKey = (String, String);
+
+fn type_key(rt: &ResourceType) -> TypeKey {
+    (rt.group.clone(), rt.plural.clone())
+}
+
+/// What kind of change a watch event reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as kept in the history and sent to watchers.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub resource_version: u64,
+    pub key: TypeKey,
+    pub event: EventType,
+    /// The object after the change (for deletions: its last state, carrying the deletion's
+    /// resourceVersion).
+    pub object: Value,
+    /// The object before the change, so a selector-filtered watch can tell that an object
+    /// stopped (or started) matching.
+    pub previous: Option<Value>,
+}
+
+/// Which part of an object a write addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subresource {
+    Main,
+    Status,
+}
+
+/// Options of a list call.
+#[derive(Clone, Debug, Default)]
+pub struct ListOptions {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+}
+
+/// The result of a list call.
+#[derive(Clone, Debug)]
+pub struct ListResult {
+    pub items: Vec<Value>,
+    pub resource_version: u64,
+    pub continue_token: Option<String>,
+}
+
+/// A watch registered with the store: the history it must replay and the live feed.
+pub struct WatchStart {
+    pub replay: Vec<Arc<Change>>,
+    pub live: broadcast::Receiver<Arc<Change>>,
+}
+
+/// Preconditions of a delete (`DeleteOptions.preconditions`).
+#[derive(Clone, Debug, Default)]
+pub struct Preconditions {
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+struct Inner {
+    resource_version: u64,
+    /// Served types by (group, version, plural).
+    types: BTreeMap<(String, String, String), Arc<ResourceType>>,
+    objects: HashMap<TypeKey, BTreeMap<(String, String), Value>>,
+    history: VecDeque<Arc<Change>>,
+    /// The newest resourceVersion no longer in the history: watches from before it get 410.
+    compacted: u64,
+}
+
+/// The store. Cheap to share behind an `Arc`.
+pub struct Store {
+    inner: Mutex<Inner>,
+    history_limit: usize,
+    events: broadcast::Sender<Arc<Change>>,
+}
+
+/// Namespaces that exist in every real cluster.
+pub const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+fn now_time() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
+    object.get("metadata")?.get(field)?.as_str()
+}
+
+fn set_meta(object: &mut Value, field: &str, value: Value) {
+    if !object.get("metadata").is_some_and(Value::is_object) {
+        object["metadata"] = json!({});
+    }
+    object["metadata"][field] = value;
+}
+
+fn remove_meta(object: &mut Value, field: &str) {
+    if let Some(m) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove(field);
+    }
+}
+
+/// The parts of an object that count as "spec" for `generation`: everything outside
+/// `metadata` (and outside `status` when the status subresource is on).
+fn spec_part(rt: &ResourceType, object: &Value) -> Value {
+    let mut v = object.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("metadata");
+        m.remove("apiVersion");
+        m.remove("kind");
+        if rt.status_subresource {
+            m.remove("status");
+        }
+    }
+    v
+}
+
+fn random_suffix() -> String {
+    use rand::Rng;
+    // The real server's generateName suffix: 5 characters without vowels or lookalikes.
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+impl Store {
+    /// A store with the built-in types and the system namespaces, keeping `history_limit`
+    /// changes for watches.
+    pub fn new(history_limit: usize) -> Self {
+        let (events, _) = broadcast::channel(4096);
+        let mut types = BTreeMap::new();
+        for rt in builtin_types() {
+            types.insert(
+                (rt.group.clone(), rt.version.clone(), rt.plural.clone()),
+                Arc::new(rt),
+            );
+        }
+        let store = Store {
+            inner: Mutex::new(Inner {
+                resource_version: 0,
+                types,
+                objects: HashMap::new(),
+                history: VecDeque::new(),
+                compacted: 0,
+            }),
+            history_limit: history_limit.max(1),
+            events,
+        };
+        for ns in SYSTEM_NAMESPACES {
+            let created = store.create(
+                &store.namespaces_type(),
+                None,
+                json!({"metadata": {"name": ns}}),
+            );
+            debug_assert!(created.is_ok());
+        }
+        store
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock would be a bug in this file; keep serving anyway so
+        // one failing test does not cascade through every other request.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.lock().resource_version
+    }
+
+    /// All served types, in (group, version, plural) order.
+    pub fn types(&self) -> Vec<Arc<ResourceType>> {
+        self.lock().types.values().cloned().collect()
+    }
+
+    /// The served type for a URL's group, version and plural.
+    pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
+        self.lock()
+            .types
+            .get(&(group.to_string(), version.to_string(), plural.to_string()))
+            .cloned()
+    }
+
+    fn namespaces_type(&self) -> Arc<ResourceType> {
+        self.lookup("", "v1", "namespaces")
+            .expect("namespaces is a built-in type")
+    }
+
+    /// Objects of a type, for callers inside the server (RBAC, discovery) — no selectors.
+    pub fn all(&self, group: &str, plural: &str) -> Vec<Value> {
+        let inner = self.lock();
+        inner
+            .objects
+            .get(&(group.to_string(), plural.to_string()))
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn get(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        let inner = self.lock();
+        Self::get_locked(&inner, rt, namespace, name)
+            .map(|o| present(rt, o))
+            .ok_or_else(|| ApiError::not_found(rt, name))
+    }
+
+    fn get_locked(
+        inner: &Inner,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
+        inner
+            .objects
+            .get(&type_key(rt))?
+            .get(&(namespace.unwrap_or_default().to_string(), name.to_string()))
+            .cloned()
+    }
+
+    pub fn list(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        options: &ListOptions,
+    ) -> Result<ListResult, ApiError> {
+        let inner = self.lock();
+        // A continue token is "<resourceVersion>/<namespace>/<name>" of the last item sent.
+        let after = match &options.continue_token {
+            Some(token) => {
+                let mut parts = token.splitn(3, '/');
+                let rv = parts.next().and_then(|p| p.parse::<u64>().ok());
+                match (rv, parts.next(), parts.next()) {
+                    (Some(rv), Some(ns), Some(name)) => {
+                        if rv < inner.compacted {
+                            return Err(ApiError::expired(
+                                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                            ));
+                        }
+                        Some((rv, (ns.to_string(), name.to_string())))
+                    }
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+                        ));
+                    }
+                }
+            }
+            None => None,
+        };
+        let list_rv = after.as_ref().map_or(inner.resource_version, |(rv, _)| *rv);
+        let mut items = Vec::new();
+        let mut continue_token = None;
+        if let Some(objects) = inner.objects.get(&type_key(rt)) {
+            let range = objects.iter().filter(|(k, _)| match &after {
+                Some((_, last)) => *k > last,
+                None => true,
+            });
+            for ((ns, name), object) in range {
+                if namespace.is_some_and(|want| want != ns) {
+                    continue;
+                }
+                if !options.labels.matches(object) || !options.fields.matches(object) {
+                    continue;
+                }
+                if options.limit.is_some_and(|l| l > 0 && items.len() >= l) {
+                    continue_token = Some(format!("{list_rv}/{ns}/{name}"));
+                    break;
+                }
+                items.push(present(rt, object.clone()));
+            }
+        }
+        // A token is only needed if something follows the last item sent.
+        if let Some(token) = continue_token.take() {
+            let last = items.last().map(|o| {
+                (
+                    meta_str(o, "namespace").unwrap_or_default().to_string(),
+                    meta_str(o, "name").unwrap_or_default().to_string(),
+                )
+            });
+            if let Some((ns, name)) = last {
+                continue_token = Some(format!("{list_rv}/{ns}/{name}"));
+            } else {
+                continue_token = Some(token);
+            }
+        }
+        Ok(ListResult {
+            items,
+            resource_version: list_rv,
+            continue_token,
+        })
+    }
+
+    /// Registers a watch starting after `from` (a resourceVersion; `None` = now, with the
+    /// current objects replayed as ADDED by the caller). Errors with 410 Expired if `from` is
+    /// older than the history kept.
+    pub fn watch(&self, rt: &ResourceType, from: Option<u64>) -> Result<WatchStart, ApiError> {
+        let inner = self.lock();
+        let key = type_key(rt);
+        let replay = match from {
+            Some(rv) if rv < inner.compacted => {
+                return Err(ApiError::expired(format!(
+                    "too old resource version: {} ({})",
+                    rv, inner.compacted
+                )));
+            }
+            Some(rv) => inner
+                .history
+                .iter()
+                .filter(|c| c.resource_version > rv && c.key == key)
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        // Subscribing under the lock: no change can fall between the replay and the feed.
+        let live = self.events.subscribe();
+        Ok(WatchStart { replay, live })
+    }
+
+    /// A snapshot of a type's objects and the resourceVersion it was taken at, for a watch
+    /// that starts "now" and must first send the current state.
+    pub fn watch_from_now(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+    ) -> (Vec<Value>, u64, broadcast::Receiver<Arc<Change>>) {
+        let inner = self.lock();
+        let items = inner
+            .objects
+            .get(&type_key(rt))
+            .map(|m| {
+                m.iter()
+                    .filter(|((ns, _), _)| namespace.is_none_or(|want| want == ns))
+                    .map(|(_, o)| present(rt, o.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (items, inner.resource_version, self.events.subscribe())
+    }
+
+    fn commit(&self, inner: &mut Inner, change: Change) {
+        let change = Arc::new(change);
+        inner.history.push_back(change.clone());
+        while inner.history.len() > self.history_limit {
+            if let Some(old) = inner.history.pop_front() {
+                inner.compacted = old.resource_version;
+            }
+        }
+        // No receiver is fine: nobody is watching.
+        let _ = self.events.send(change);
+    }
+
+    fn next_rv(inner: &mut Inner) -> u64 {
+        inner.resource_version += 1;
+        inner.resource_version
+    }
+
+    /// Checks and fills the fields every write shares: apiVersion/kind, namespace, name.
+    fn prepare_shape(
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        object: &mut Value,
+    ) -> Result<(), ApiError> {
+        if !object.is_object() {
+            return Err(ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: expected a JSON object",
+                rt.kind, rt.version, rt.kind
+            )));
+        }
+        match object.get("apiVersion").and_then(Value::as_str) {
+            Some(v) if v != rt.api_version() => {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({v}) does not match the expected API version ({})",
+                    rt.api_version()
+                )));
+            }
+            _ => object["apiVersion"] = json!(rt.api_version()),
+        }
+        match object.get("kind").and_then(Value::as_str) {
+            Some(k) if k != rt.kind => {
+                return Err(ApiError::bad_request(format!(
+                    "the kind in the data ({k}) does not match the expected kind ({})",
+                    rt.kind
+                )));
+            }
+            _ => object["kind"] = json!(rt.kind),
+        }
+        if rt.namespaced {
+            let ns = namespace.unwrap_or_default();
+            match meta_str(object, "namespace") {
+                Some(n) if !n.is_empty() && n != ns => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                _ => set_meta(object, "namespace", json!(ns)),
+            }
+        } else {
+            remove_meta(object, "namespace");
+        }
+        Ok(())
+    }
+
+    fn check_namespace(inner: &Inner, rt: &ResourceType, namespace: Option<&str>) -> Result<(), ApiError> {
+        if !rt.namespaced {
+            return Ok(());
+        }
+        let ns = namespace.unwrap_or_default();
+        let exists = inner
+            .objects
+            .get(&(String::new(), "namespaces".to_string()))
+            .is_some_and(|m| m.contains_key(&(String::new(), ns.to_string())));
+        if exists {
+            Ok(())
+        } else {
+            Err(ApiError::namespace_not_found(ns))
+        }
+    }
+
+    /// Runs decoding and type validation; returns the normalised object.
+    fn validate(rt: &ResourceType, object: Value, name: &str) -> Result<Value, ApiError> {
+        let object = validation::normalize(rt, object)?;
+        let errors = validation::validate_object(rt, &object);
+        if errors.is_empty() {
+            Ok(object)
+        } else {
+            Err(ApiError::invalid(rt, name, errors))
+        }
+    }
+
+    pub fn create(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        object: Value,
+    ) -> Result<Value, ApiError> {
+        let mut inner = self.lock();
+        self.create_locked(&mut inner, rt, namespace, object)
+    }
+
+    fn create_locked(
+        &self,
+        inner: &mut Inner,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        mut object: Value,
+    ) -> Result<Value, ApiError> {
+        Self::prepare_shape(rt, namespace, &mut object)?;
+        let mut name = meta_str(&object, "name").unwrap_or_default().to_string();
+        if name.is_empty()
+            && let Some(prefix) = meta_str(&object, "generateName")
+        {
+            name = format!("{prefix}{}", random_suffix());
+            set_meta(&mut object, "name", json!(name));
+        }
+        validation::validate_name(rt.name_rule, &name)
+            .map_err(|e| ApiError::invalid(rt, &name, vec![e]))?;
+        if meta_str(&object, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        Self::check_namespace(inner, rt, namespace)?;
+        let ns_key = namespace.filter(|_| rt.namespaced).unwrap_or_default().to_string();
+        if inner
+            .objects
+            .get(&type_key(rt))
+            .is_some_and(|m| m.contains_key(&(ns_key.clone(), name.clone())))
+        {
+            return Err(ApiError::already_exists(rt, &name));
+        }
+        if rt.status_subresource
+            && let Some(m) = object.as_object_mut()
+        {
+            m.remove("status");
+        }
+        // Server-owned metadata.
+        for field in ["deletionTimestamp", "deletionGracePeriodSeconds", "generation", "managedFields", "selfLink"] {
+            remove_meta(&mut object, field);
+        }
+        set_meta(&mut object, "uid", json!(uuid::Uuid::new_v4().to_string()));
+        set_meta(&mut object, "creationTimestamp", json!(now_time()));
+        if rt.tracks_generation {
+            set_meta(&mut object, "generation", json!(1));
+        }
+        default_status_on_create(rt, &mut object);
+        let mut object = Self::validate(rt, object, &name)?;
+        let rv = Self::next_rv(inner);
+        set_meta(&mut object, "resourceVersion", json!(rv.to_string()));
+        inner
+            .objects
+            .entry(type_key(rt))
+            .or_default()
+            .insert((ns_key, name), object.clone());
+        self.commit(
+            inner,
+            Change {
+                resource_version: rv,
+                key: type_key(rt),
+                event: EventType::Added,
+                object: object.clone(),
+                previous: None,
+            },
+        );
+        self.after_write(inner, rt, None, Some(&object));
+        Ok(present(rt, object))
+    }
+
+    /// PUT: replace an object (or its status), compare-and-swap on `metadata.resourceVersion`
+    /// when the body carries one.
+    pub fn update(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        object: Value,
+        subresource: Subresource,
+    ) -> Result<(Value, bool), ApiError> {
+        let mut inner = self.lock();
+        self.update_locked(&mut inner, rt, namespace, name, object, subresource)
+    }
+
+    /// Returns the stored object and whether it was created.
+    fn update_locked(
+        &self,
+        inner: &mut Inner,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        mut object: Value,
+        subresource: Subresource,
+    ) -> Result<(Value, bool), ApiError> {
+        Self::prepare_shape(rt, namespace, &mut object)?;
+        match meta_str(&object, "name") {
+            Some(n) if n != name => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+            _ => set_meta(&mut object, "name", json!(name)),
+        }
+        let requested_rv = meta_str(&object, "resourceVersion")
+            .filter(|rv| !rv.is_empty())
+            .map(str::to_string);
+        let Some(current) = Self::get_locked(inner, rt, namespace, name) else {
+            if requested_rv.is_none() && rt.allow_create_on_update && subresource == Subresource::Main {
+                let created = self.create_locked(inner, rt, namespace, object)?;
+                return Ok((created, true));
+            }
+            return Err(ApiError::not_found(rt, name));
+        };
+        if let Some(rv) = &requested_rv
+            && Some(rv.as_str()) != meta_str(&current, "resourceVersion")
+        {
+            return Err(ApiError::modified(rt, name));
+        }
+        if let Some(uid) = meta_str(&object, "uid").filter(|u| !u.is_empty())
+            && Some(uid) != meta_str(&current, "uid")
+        {
+            return Err(ApiError::conflict(
+                rt,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                    uid,
+                    meta_str(&current, "uid").unwrap_or_default()
+                ),
+            ));
+        }
+        let mut next = match subresource {
+            Subresource::Main => {
+                let mut next = object;
+                if rt.status_subresource {
+                    match current.get("status") {
+                        Some(status) => next["status"] = status.clone(),
+                        None => {
+                            if let Some(m) = next.as_object_mut() {
+                                m.remove("status");
+                            }
+                        }
+                    }
+                }
+                next
+            }
+            Subresource::Status => {
+                let mut next = current.clone();
+                match object.get("status") {
+                    Some(status) => next["status"] = status.clone(),
+                    None => {
+                        if let Some(m) = next.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+                next
+            }
+        };
+        // Server-owned metadata is kept from the stored object.
+        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+            match current.get("metadata").and_then(|m| m.get(field)) {
+                Some(v) => set_meta(&mut next, field, v.clone()),
+                None => remove_meta(&mut next, field),
+            }
+        }
+        remove_meta(&mut next, "managedFields");
+        set_meta(
+            &mut next,
+            "resourceVersion",
+            current["metadata"]["resourceVersion"].clone(),
+        );
+        let mut next = Self::validate(rt, next, name)?;
+        if rt.tracks_generation && spec_part(rt, &next) != spec_part(rt, &current) {
+            let generation = current
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            set_meta(&mut next, "generation", json!(generation + 1));
+        }
+        // A finalised object under deletion goes away with this write.
+        let finalizers_empty = next
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
+        if meta_str(&current, "deletionTimestamp").is_some() && finalizers_empty {
+            let deleted = self.remove_locked(inner, rt, namespace, name, Some(next))?;
+            return Ok((present(rt, deleted), false));
+        }
+        if next == current {
+            // etcd3's GuaranteedUpdate: identical bytes are not written again.
+            return Ok((present(rt, current), false));
+        }
+        let rv = Self::next_rv(inner);
+        set_meta(&mut next, "resourceVersion", json!(rv.to_string()));
+        let ns_key = namespace.filter(|_| rt.namespaced).unwrap_or_default().to_string();
+        inner
+            .objects
+            .entry(type_key(rt))
+            .or_default()
+            .insert((ns_key, name.to_string()), next.clone());
+        self.commit(
+            inner,
+            Change {
+                resource_version: rv,
+                key: type_key(rt),
+                event: EventType::Modified,
+                object: next.clone(),
+                previous: Some(current.clone()),
+            },
+        );
+        self.after_write(inner, rt, Some(&current), Some(&next));
+        Ok((present(rt, next), false))
+    }
+
+    /// PATCH: applies `patch` to the stored object and stores the result through the update
+    /// path, so resourceVersion preconditions in the patch are honoured.
+    pub fn patch(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        patch: &Patch,
+        subresource: Subresource,
+    ) -> Result<Value, ApiError> {
+        let mut inner = self.lock();
+        let Some(current) = Self::get_locked(&inner, rt, namespace, name) else {
+            return Err(ApiError::not_found(rt, name));
+        };
+        let mut patched = present(rt, current);
+        match patch {
+            Patch::Merge(p) => json_patch::merge(&mut patched, p),
+            Patch::Json(p) => {
+                let ops: json_patch::Patch = serde_json::from_value(p.clone())
+                    .map_err(|e| ApiError::bad_request(format!("json: {e}")))?;
+                json_patch::patch(&mut patched, &ops).map_err(|e| {
+                    ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
+                })?;
+            }
+        }
+        self.update_locked(&mut inner, rt, namespace, name, patched, subresource)
+            .map(|(o, _)| o)
+    }
+
+    /// DELETE: removes the object, or marks it for deletion while finalizers remain.
+    pub fn delete(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        preconditions: &Preconditions,
+    ) -> Result<Value, ApiError> {
+        let mut inner = self.lock();
+        let Some(current) = Self::get_locked(&inner, rt, namespace, name) else {
+            return Err(ApiError::not_found(rt, name));
+        };
+        if let Some(uid) = &preconditions.uid
+            && Some(uid.as_str()) != meta_str(&current, "uid")
+        {
+            return Err(ApiError::conflict(
+                rt,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                    uid,
+                    meta_str(&current, "uid").unwrap_or_default()
+                ),
+            ));
+        }
+        if let Some(rv) = &preconditions.resource_version
+            && Some(rv.as_str()) != meta_str(&current, "resourceVersion")
+        {
+            return Err(ApiError::conflict(
+                rt,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {}, ResourceVersion in object meta: {}",
+                    rv,
+                    meta_str(&current, "resourceVersion").unwrap_or_default()
+                ),
+            ));
+        }
+        let has_finalizers = current
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        if has_finalizers {
+            if meta_str(&current, "deletionTimestamp").is_some() {
+                return Ok(present(rt, current));
+            }
+            let mut next = current.clone();
+            set_meta(&mut next, "deletionTimestamp", json!(now_time()));
+            set_meta(&mut next, "deletionGracePeriodSeconds", json!(0));
+            let rv = Self::next_rv(&mut inner);
+            set_meta(&mut next, "resourceVersion", json!(rv.to_string()));
+            let ns_key = namespace.filter(|_| rt.namespaced).unwrap_or_default().to_string();
+            inner
+                .objects
+                .entry(type_key(rt))
+                .or_default()
+                .insert((ns_key, name.to_string()), next.clone());
+            self.commit(
+                &mut inner,
+                Change {
+                    resource_version: rv,
+                    key: type_key(rt),
+                    event: EventType::Modified,
+                    object: next.clone(),
+                    previous: Some(current),
+                },
+            );
+            return Ok(present(rt, next));
+        }
+        let deleted = self.remove_locked(&mut inner, rt, namespace, name, None)?;
+        Ok(present(rt, deleted))
+    }
+
+    /// Removes an object for good and publishes DELETED. `last` is the state to report
+    /// (defaults to the stored one).
+    fn remove_locked(
+        &self,
+        inner: &mut Inner,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        last: Option<Value>,
+    ) -> Result<Value, ApiError> {
+        let ns_key = namespace.filter(|_| rt.namespaced).unwrap_or_default().to_string();
+        let Some(stored) = inner
+            .objects
+            .get_mut(&type_key(rt))
+            .and_then(|m| m.remove(&(ns_key.clone(), name.to_string())))
+        else {
+            return Err(ApiError::not_found(rt, name));
+        };
+        let mut object = last.unwrap_or_else(|| stored.clone());
+        let rv = Self::next_rv(inner);
+        set_meta(&mut object, "resourceVersion", json!(rv.to_string()));
+        self.commit(
+            inner,
+            Change {
+                resource_version: rv,
+                key: type_key(rt),
+                event: EventType::Deleted,
+                object: object.clone(),
+                previous: Some(stored.clone()),
+            },
+        );
+        self.after_write(inner, rt, Some(&stored), None);
+        Ok(object)
+    }
+
+    /// Side effects of writes on the type system: a namespace takes its contents with it; a
+    /// CRD adds, changes or removes a served type (and its objects).
+    fn after_write(&self, inner: &mut Inner, rt: &ResourceType, old: Option<&Value>, new: Option<&Value>) {
+        match (rt.group.as_str(), rt.plural.as_str()) {
+            ("", "namespaces") if new.is_none() => {
+                let ns = old.and_then(|o| meta_str(o, "name")).unwrap_or_default().to_string();
+                let types: Vec<Arc<ResourceType>> = inner.types.values().filter(|t| t.namespaced).cloned().collect();
+                let mut seen = std::collections::HashSet::new();
+                for t in types {
+                    if !seen.insert(type_key(&t)) {
+                        continue;
+                    }
+                    let names: Vec<String> = inner
+                        .objects
+                        .get(&type_key(&t))
+                        .map(|m| m.keys().filter(|(n, _)| *n == ns).map(|(_, name)| name.clone()).collect())
+                        .unwrap_or_default();
+                    for name in names {
+                        let _ = self.remove_locked(inner, &t, Some(&ns), &name, None);
+                    }
+                }
+            }
+            ("apiextensions.k8s.io", "customresourcedefinitions") => {
+                if let Some(old) = old {
+                    let removed = crd_types(old);
+                    for t in &removed {
+                        inner
+                            .types
+                            .remove(&(t.group.clone(), t.version.clone(), t.plural.clone()));
+                    }
+                    if new.is_none()
+                        && let Some(t) = removed.first()
+                    {
+                        let keys: Vec<(String, String)> = inner
+                            .objects
+                            .get(&type_key(t))
+                            .map(|m| m.keys().cloned().collect())
+                            .unwrap_or_default();
+                        for (ns, name) in keys {
+                            let ns = (!ns.is_empty()).then_some(ns);
+                            let _ = self.remove_locked(inner, t, ns.as_deref(), &name, None);
+                        }
+                    }
+                }
+                if let Some(new) = new {
+                    for t in crd_types(new) {
+                        inner
+                            .types
+                            .insert((t.group.clone(), t.version.clone(), t.plural.clone()), Arc::new(t));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Delete every object of a type matching the options (deletecollection).
+    pub fn delete_collection(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        options: &ListOptions,
+    ) -> Result<Vec<Value>, ApiError> {
+        let listed = self.list(rt, namespace, options)?;
+        let mut deleted = Vec::new();
+        for item in listed.items {
+            let ns = meta_str(&item, "namespace").map(str::to_string);
+            let name = meta_str(&item, "name").unwrap_or_default().to_string();
+            match self.delete(rt, ns.as_deref(), &name, &Preconditions::default()) {
+                Ok(o) => deleted.push(o),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// A patch body, by its content type.
+#[derive(Clone, Debug)]
+pub enum Patch {
+    /// RFC 7386 JSON merge patch (also used for strategic merge on built-in types).
+    Merge(Value),
+    /// RFC 6902 JSON patch.
+    Json(Value),
+}
+
+/// How an object is sent to clients of a type: with its apiVersion/kind filled in.
+pub fn present(rt: &ResourceType, mut object: Value) -> Value {
+    if let Some(m) = object.as_object_mut() {
+        m.insert("apiVersion".to_string(), json!(rt.api_version()));
+        m.insert("kind".to_string(), json!(rt.kind));
+    }
+    object
+}
+
+/// Status fields the real server (or its controllers, immediately) sets on creation.
+fn default_status_on_create(rt: &ResourceType, object: &mut Value) {
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "namespaces") => object["status"] = json!({"phase": "Active"}),
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            let now = now_time();
+            let names = object.pointer("/spec/names").cloned().unwrap_or(json!({}));
+            let stored: Vec<Value> = object
+                .pointer("/spec/versions")
+                .and_then(Value::as_array)
+                .map(|vs| {
+                    vs.iter()
+                        .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+                        .filter_map(|v| v.get("name").cloned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut accepted = names;
+            if accepted.get("singular").is_none()
+                && let Some(kind) = accepted.get("kind").and_then(Value::as_str)
+            {
+                accepted["singular"] = json!(kind.to_lowercase());
+            }
+            if accepted.get("listKind").is_none()
+                && let Some(kind) = accepted.get("kind").and_then(Value::as_str)
+            {
+                accepted["listKind"] = json!(format!("{kind}List"));
+            }
+            object["status"] = json!({
+                "acceptedNames": accepted,
+                "storedVersions": stored,
+                "conditions": [
+                    {"type": "NamesAccepted", "status": "True", "lastTransitionTime": now,
+                     "reason": "NoConflicts", "message": "no conflicts found"},
+                    {"type": "Established", "status": "True", "lastTransitionTime": now,
+                     "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"},
+                ],
+            });
+        }
+        _ => {}
+    }
+}
+
+/// The served types a CRD object defines: one per `served` version.
+pub fn crd_types(crd: &Value) -> Vec<ResourceType> {
+    let spec = crd.get("spec").cloned().unwrap_or(Value::Null);
+    let group = spec.get("group").and_then(Value::as_str).unwrap_or_default();
+    let names = spec.get("names").cloned().unwrap_or(Value::Null);
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let list = |v: &Value, k: &str| -> Vec<String> {
+        v.get(k)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let kind = s(&names, "kind");
+    let mut singular = s(&names, "singular");
+    if singular.is_empty() {
+        singular = kind.to_lowercase();
+    }
+    let mut list_kind = s(&names, "listKind");
+    if list_kind.is_empty() {
+        list_kind = format!("{kind}List");
+    }
+    let namespaced = spec.get("scope").and_then(Value::as_str) == Some("Namespaced");
+    spec.get("versions")
+        .and_then(Value::as_array)
+        .map(|versions| {
+            versions
+                .iter()
+                .filter(|v| v.get("served").and_then(Value::as_bool) == Some(true))
+                .map(|v| {
+                    let schema = v
+                        .pointer("/schema/openAPIV3Schema")
+                        .cloned()
+                        .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+                    let printer_columns = v
+                        .get("additionalPrinterColumns")
+                        .and_then(Value::as_array)
+                        .map(|cols| {
+                            cols.iter()
+                                .map(|c| super::registry::PrinterColumn {
+                                    name: s(c, "name"),
+                                    type_: s(c, "type"),
+                                    json_path: s(c, "jsonPath"),
+                                    description: s(c, "description"),
+                                    priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    ResourceType {
+                        group: group.to_string(),
+                        version: s(v, "name"),
+                        plural: s(&names, "plural"),
+                        singular: singular.clone(),
+                        kind: kind.clone(),
+                        list_kind: list_kind.clone(),
+                        namespaced,
+                        short_names: list(&names, "shortNames"),
+                        categories: list(&names, "categories"),
+                        status_subresource: v.pointer("/subresources/status").is_some(),
+                        tracks_generation: true,
+                        allow_create_on_update: false,
+                        name_rule: super::registry::NameRule::Subdomain,
+                        extra_field_selectors: Vec::new(),
+                        printer_columns,
+                        schema: Schema::Structural(schema),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Reads `DeleteOptions.preconditions` from a DELETE body (empty body = none).
+pub fn preconditions_from_body(body: &Value) -> Preconditions {
+    let p = body.get("preconditions");
+    let field = |k: &str| p.and_then(|p| p.get(k)).and_then(Value::as_str).map(str::to_string);
+    Preconditions {
+        uid: field("uid"),
+        resource_version: field("resourceVersion"),
+    }
+}
