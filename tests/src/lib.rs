@@ -1,2 +1,4 @@
 pub mod apiserver;
 pub mod cli;
+pub mod cluster;
+pub mod fixtures;

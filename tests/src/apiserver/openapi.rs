@@ -24,7 +24,7 @@
 //! v2 (`pkg/controller/openapi/v2.ToStructuralOpenAPIV2` and `builder.buildKubeNative`).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use k8s_openapi::api::{apps, coordination, core, events, policy, rbac};
@@ -40,8 +40,15 @@ use super::registry::{BuiltInKind, ResourceType, Schema};
 /// The protobuf media type kubectl (client-go discovery) asks for.
 pub const PROTOBUF_MEDIA_TYPE: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
 
-/// The spelling older clients (before the `@` form) used for the same encoding.
-const LEGACY_PROTOBUF_MEDIA_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+/// The `Content-Type` to answer a protobuf request with. Not [`PROTOBUF_MEDIA_TYPE`]: `@` is
+/// not a token character, so Go's `mime.ParseMediaType` (client-go's response handling) fails
+/// on that spelling with "mime: unexpected content after media subtype" and kubectl reports an
+/// InternalError. The real server answers with this spelling for both request spellings.
+pub const PROTOBUF_CONTENT_TYPE: &str =
+    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// The other spelling of the same encoding, which newer clients ask for.
+const LEGACY_PROTOBUF_MEDIA_TYPE: &str = PROTOBUF_CONTENT_TYPE;
 
 /// The Kubernetes version whose built-in schemas are published (k8s-openapi's `v1_33`).
 const KUBERNETES_VERSION: &str = "v1.33.0";

@@ -1,0 +1,677 @@
+//! The in-memory API server against kube-rs clients: each test pins one behaviour of the real
+//! API server that our elector or controller depends on. They run against a real cluster too
+//! (`E2E_USE_KUBECONFIG=1 KUBECONFIG=...`), except where a test needs the in-memory server's
+//! knobs, which it says.
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions,
+    WatchEvent, WatchParams,
+};
+use kube::core::ObjectMeta;
+use kube::runtime::{WatchStreamExt, conditions, wait::await_condition, watcher};
+use serde_json::json;
+use testkit::apiserver::Config;
+use testkit::cluster::TestCluster;
+use testkit::fixtures::{newresource_api_resource, newresource_crd};
+
+fn lease(name: &str, holder: &str) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.to_string()),
+            lease_duration_seconds: Some(15),
+            ..LeaseSpec::default()
+        }),
+    }
+}
+
+fn api_status(err: kube::Error) -> kube::core::Status {
+    match err {
+        kube::Error::Api(status) => *status,
+        other => panic!("expected an API Status error, got {other:?}"),
+    }
+}
+
+fn rv(meta: &ObjectMeta) -> u64 {
+    meta.resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .expect("numeric resourceVersion")
+}
+
+async fn install_crd(cluster: &TestCluster) -> anyhow::Result<Api<DynamicObject>> {
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
+    let crd: CustomResourceDefinition = serde_json::from_value(newresource_crd())?;
+    match crds.create(&PostParams::default(), &crd).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+        Err(e) => return Err(e.into()),
+    }
+    let established = await_condition(
+        crds,
+        "newresources.apps.newresource.com",
+        conditions::is_crd_established(),
+    );
+    tokio::time::timeout(Duration::from_secs(30), established).await??;
+    Ok(Api::namespaced_with(
+        cluster.client(),
+        cluster.namespace(),
+        &newresource_api_resource(),
+    ))
+}
+
+fn newresource(name: &str, foo: &str) -> DynamicObject {
+    let mut obj = DynamicObject::new(name, &newresource_api_resource());
+    obj.data = json!({"spec": {"foo": foo}});
+    obj
+}
+
+#[tokio::test]
+async fn resource_versions_are_global_and_increasing() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    let cms: Api<ConfigMap> = Api::namespaced(cluster.client(), cluster.namespace());
+    let a = leases.create(&PostParams::default(), &lease("a", "x")).await?;
+    let cm = cms
+        .create(
+            &PostParams::default(),
+            &ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some("c".into()),
+                    ..ObjectMeta::default()
+                },
+                ..ConfigMap::default()
+            },
+        )
+        .await?;
+    let b = leases.create(&PostParams::default(), &lease("b", "x")).await?;
+    assert!(rv(&a.metadata) < rv(&cm.metadata) && rv(&cm.metadata) < rv(&b.metadata));
+    let list = leases.list(&ListParams::default()).await?;
+    assert!(rv(&list.metadata_as_object_meta()) >= rv(&b.metadata));
+    // uid and creationTimestamp are set by the server.
+    assert!(a.metadata.uid.is_some() && a.metadata.creation_timestamp.is_some());
+    Ok(())
+}
+
+/// Helper so the list's resourceVersion reads like an object's.
+trait ListRv {
+    fn metadata_as_object_meta(&self) -> ObjectMeta;
+}
+
+impl<K: Clone> ListRv for kube::core::ObjectList<K> {
+    fn metadata_as_object_meta(&self) -> ObjectMeta {
+        ObjectMeta {
+            resource_version: self.metadata.resource_version.clone(),
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+#[tokio::test]
+async fn stale_update_conflicts_and_unconditional_update_succeeds() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    let first = leases.create(&PostParams::default(), &lease("l", "a")).await?;
+
+    let mut second = first.clone();
+    second.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    let second = leases.replace("l", &PostParams::default(), &second).await?;
+    assert!(rv(&second.metadata) > rv(&first.metadata));
+
+    // Writing with the old resourceVersion is a 409 Conflict with the real message.
+    let mut stale = first.clone();
+    stale.spec.as_mut().unwrap().holder_identity = Some("c".into());
+    let status = api_status(leases.replace("l", &PostParams::default(), &stale).await.unwrap_err());
+    assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
+    assert!(status.message.contains("the object has been modified"), "{}", status.message);
+    let details = status.details.expect("details");
+    assert_eq!(details.name, "l");
+    assert_eq!(details.group, "coordination.k8s.io");
+    assert_eq!(details.kind, "leases");
+
+    // Without a resourceVersion the update is unconditional.
+    let mut blind = first.clone();
+    blind.metadata.resource_version = None;
+    blind.spec.as_mut().unwrap().holder_identity = Some("d".into());
+    let blind = leases.replace("l", &PostParams::default(), &blind).await?;
+    assert_eq!(blind.spec.unwrap().holder_identity.as_deref(), Some("d"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn create_existing_is_already_exists_and_missing_is_not_found() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    leases.create(&PostParams::default(), &lease("l", "a")).await?;
+    let status = api_status(leases.create(&PostParams::default(), &lease("l", "a")).await.unwrap_err());
+    assert_eq!((status.code, status.reason.as_str()), (409, "AlreadyExists"));
+    assert_eq!(status.message, "leases.coordination.k8s.io \"l\" already exists");
+
+    let status = api_status(leases.get("missing").await.unwrap_err());
+    assert_eq!((status.code, status.reason.as_str()), (404, "NotFound"));
+    assert_eq!(status.message, "leases.coordination.k8s.io \"missing\" not found");
+    assert_eq!(status.details.map(|d| d.name), Some("missing".to_string()));
+    assert!(leases.get_opt("missing").await?.is_none());
+
+    let status = api_status(leases.delete("missing", &DeleteParams::default()).await.unwrap_err());
+    assert_eq!(status.code, 404);
+
+    // Writing into a namespace that does not exist is a NotFound for the namespace.
+    let elsewhere: Api<Lease> = Api::namespaced(cluster.client(), "no-such-namespace");
+    let status = api_status(elsewhere.create(&PostParams::default(), &lease("l", "a")).await.unwrap_err());
+    assert_eq!(status.code, 404);
+    assert!(status.message.contains("namespaces \"no-such-namespace\" not found"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn put_to_missing_lease_creates_it() -> anyhow::Result<()> {
+    // Lease's registry strategy allows create-on-update (client-go's old elector relied on it).
+    let cluster = TestCluster::start().await?;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    let created = leases.replace("fresh", &PostParams::default(), &lease("fresh", "a")).await?;
+    assert_eq!(created.spec.unwrap().holder_identity.as_deref(), Some("a"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn lease_validation_and_microtime_precision() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+
+    let mut bad = lease("bad", "a");
+    bad.spec.as_mut().unwrap().lease_duration_seconds = Some(0);
+    let status = api_status(leases.create(&PostParams::default(), &bad).await.unwrap_err());
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    assert!(
+        status.message.contains("spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"),
+        "{}",
+        status.message
+    );
+
+    let status = api_status(
+        leases
+            .create(&PostParams::default(), &lease("Not_A_DNS_Name", "a"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status.code, 422);
+    assert!(status.message.contains("RFC 1123 subdomain"), "{}", status.message);
+
+    // MicroTime keeps microseconds (client-go renews with microsecond renewTime).
+    let renew: jiff::Timestamp = "2026-03-04T05:06:07.123456Z".parse()?;
+    let mut timed = lease("timed", "a");
+    timed.spec.as_mut().unwrap().renew_time = Some(MicroTime(renew));
+    leases.create(&PostParams::default(), &timed).await?;
+    let back = leases.get("timed").await?;
+    assert_eq!(back.spec.unwrap().renew_time.map(|t| t.0), Some(renew));
+
+    // Unknown fields are dropped, as the real server's decoder does for built-in types.
+    let raw: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client(),
+        cluster.namespace(),
+        &kube::core::ApiResource::erase::<Lease>(&()),
+    );
+    let mut obj = DynamicObject::new("unknown", &kube::core::ApiResource::erase::<Lease>(&()));
+    obj.data = json!({"spec": {"holderIdentity": "a", "notAField": 1}});
+    let stored = raw.create(&PostParams::default(), &obj).await?;
+    assert_eq!(stored.data["spec"], json!({"holderIdentity": "a"}));
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_updaters_exactly_one_wins_per_resource_version() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    leases.create(&PostParams::default(), &lease("race", "nobody")).await?;
+    for round in 0..5 {
+        let current = leases.get("race").await?;
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let leases = leases.clone();
+            let mut mine = current.clone();
+            mine.spec.as_mut().unwrap().holder_identity = Some(format!("r{round}-c{i}"));
+            tasks.push(tokio::spawn(async move {
+                leases.replace("race", &PostParams::default(), &mine).await
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await? {
+                Ok(l) => winners.push(l),
+                Err(e) => assert_eq!(api_status(e).code, 409),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: exactly one updater may win");
+        let now = leases.get("race").await?;
+        assert_eq!(now.spec, winners[0].spec);
+        assert_eq!(rv(&now.metadata), rv(&current.metadata) + 1);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn status_subresource_and_generation_for_custom_resources() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let nrs = install_crd(&cluster).await?;
+    let mut obj = newresource("one", "bar");
+    obj.data["status"] = json!({"ready": true});
+    let created = nrs.create(&PostParams::default(), &obj).await?;
+    assert_eq!(created.metadata.generation, Some(1));
+    // Status is dropped on create when the status subresource is on.
+    assert!(created.data.get("status").is_none());
+
+    // A status write changes only status and leaves generation alone.
+    let mut with_status = created.clone();
+    with_status.data["status"] = json!({"ready": true, "observedGeneration": 1});
+    with_status.data["spec"] = json!({"foo": "ignored"});
+    let after_status = nrs.replace_status("one", &PostParams::default(), &with_status).await?;
+    assert_eq!(after_status.data["status"]["ready"], json!(true));
+    assert_eq!(after_status.data["spec"]["foo"], json!("bar"));
+    assert_eq!(after_status.metadata.generation, Some(1));
+
+    // A main-resource write ignores status and bumps generation for a spec change.
+    let mut spec_change = after_status.clone();
+    spec_change.data["spec"]["foo"] = json!("baz");
+    spec_change.data["status"] = json!({"ready": false});
+    let after_spec = nrs.replace("one", &PostParams::default(), &spec_change).await?;
+    assert_eq!(after_spec.metadata.generation, Some(2));
+    assert_eq!(after_spec.data["status"]["ready"], json!(true));
+
+    // Metadata-only changes do not bump generation.
+    let labelled = nrs
+        .patch(
+            "one",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await?;
+    assert_eq!(labelled.metadata.generation, Some(2));
+
+    // A status write with a stale resourceVersion conflicts.
+    let status = api_status(
+        nrs.replace_status("one", &PostParams::default(), &with_status)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status.code, 409);
+
+    // A wrong type in status is rejected by the CRD schema.
+    let status = api_status(
+        nrs.patch_status(
+            "one",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"ready": "yes"}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn identical_write_is_a_no_op() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let nrs = install_crd(&cluster).await?;
+    nrs.create(&PostParams::default(), &newresource("same", "bar")).await?;
+    let patched = nrs
+        .patch_status("same", &PatchParams::default(), &Patch::Merge(json!({"status": {"ready": true}})))
+        .await?;
+    let again = nrs
+        .patch_status("same", &PatchParams::default(), &Patch::Merge(json!({"status": {"ready": true}})))
+        .await?;
+    assert_eq!(patched.metadata.resource_version, again.metadata.resource_version);
+    Ok(())
+}
+
+#[tokio::test]
+async fn patches_merge_json_and_strategic() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    let created = leases.create(&PostParams::default(), &lease("p", "a")).await?;
+
+    let merged = leases
+        .patch("p", &PatchParams::default(), &Patch::Merge(json!({"spec": {"holderIdentity": "b"}})))
+        .await?;
+    assert_eq!(merged.spec.as_ref().unwrap().holder_identity.as_deref(), Some("b"));
+    assert_eq!(merged.spec.as_ref().unwrap().lease_duration_seconds, Some(15));
+
+    let ops: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/spec/holderIdentity", "value": "b"},
+        {"op": "replace", "path": "/spec/holderIdentity", "value": "c"}
+    ]))?;
+    let jsoned = leases.patch("p", &PatchParams::default(), &Patch::<()>::Json(ops)).await?;
+    assert_eq!(jsoned.spec.as_ref().unwrap().holder_identity.as_deref(), Some("c"));
+
+    let failed_test: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/spec/holderIdentity", "value": "nope"}
+    ]))?;
+    let status = api_status(
+        leases
+            .patch("p", &PatchParams::default(), &Patch::<()>::Json(failed_test))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status.code, 422);
+
+    let strategic = leases
+        .patch("p", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"holderIdentity": "d"}})))
+        .await?;
+    assert_eq!(strategic.spec.as_ref().unwrap().holder_identity.as_deref(), Some("d"));
+
+    // A resourceVersion in a patch is a precondition.
+    let status = api_status(
+        leases
+            .patch(
+                "p",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"resourceVersion": created.metadata.resource_version}, "spec": {"holderIdentity": "e"}})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status.code, 409);
+
+    // Custom resources refuse strategic merge patch, as the real server does.
+    let nrs = install_crd(&cluster).await?;
+    nrs.create(&PostParams::default(), &newresource("s", "bar")).await?;
+    let status = api_status(
+        nrs.patch("s", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"foo": "x"}})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status.code, 415);
+    Ok(())
+}
+
+#[tokio::test]
+async fn list_selectors_and_pagination() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    for i in 0..7 {
+        let mut l = lease(&format!("l{i}"), "a");
+        l.metadata.labels = Some([("parity".to_string(), (if i % 2 == 0 { "even" } else { "odd" }).to_string())].into());
+        leases.create(&PostParams::default(), &l).await?;
+    }
+    let even = leases.list(&ListParams::default().labels("parity=even")).await?;
+    assert_eq!(even.items.len(), 4);
+    let odd = leases.list(&ListParams::default().labels("parity in (odd),parity!=even")).await?;
+    assert_eq!(odd.items.len(), 3);
+    let one = leases.list(&ListParams::default().fields("metadata.name=l3")).await?;
+    assert_eq!(one.items.iter().map(|l| l.metadata.name.clone().unwrap()).collect::<Vec<_>>(), vec!["l3"]);
+
+    let status = api_status(leases.list(&ListParams::default().fields("spec.holderIdentity=a")).await.unwrap_err());
+    assert_eq!(status.code, 400);
+
+    let mut names = Vec::new();
+    let mut params = ListParams::default().limit(3);
+    loop {
+        let page = leases.list(&params).await?;
+        assert!(page.items.len() <= 3);
+        names.extend(page.items.iter().map(|l| l.metadata.name.clone().unwrap()));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => break,
+        }
+    }
+    names.sort();
+    assert_eq!(names, (0..7).map(|i| format!("l{i}")).collect::<Vec<_>>());
+    Ok(())
+}
+
+#[tokio::test]
+async fn watch_from_resource_version_replays_then_streams() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    let created = leases.create(&PostParams::default(), &lease("w", "a")).await?;
+    let start = created.metadata.resource_version.clone().unwrap();
+    leases
+        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"holderIdentity": "b"}})))
+        .await?;
+
+    let stream = leases
+        .watch(&WatchParams::default().fields("metadata.name=w").timeout(30), &start)
+        .await?;
+    futures::pin_mut!(stream);
+    // The change made before the watch started is replayed...
+    match stream.try_next().await? {
+        Some(WatchEvent::Modified(l)) => assert_eq!(l.spec.unwrap().holder_identity.as_deref(), Some("b")),
+        other => panic!("expected MODIFIED, got {other:?}"),
+    }
+    // ...and later ones stream in order, ending with DELETED.
+    leases
+        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"holderIdentity": "c"}})))
+        .await?;
+    leases.delete("w", &DeleteParams::default()).await?;
+    match stream.try_next().await? {
+        Some(WatchEvent::Modified(l)) => assert_eq!(l.spec.unwrap().holder_identity.as_deref(), Some("c")),
+        other => panic!("expected MODIFIED, got {other:?}"),
+    }
+    match stream.try_next().await? {
+        Some(WatchEvent::Deleted(l)) => assert_eq!(l.metadata.name.as_deref(), Some("w")),
+        other => panic!("expected DELETED, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn watch_without_resource_version_starts_with_current_state() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    leases.create(&PostParams::default(), &lease("existing", "a")).await?;
+    let stream = leases.watch(&WatchParams::default().timeout(30), "0").await?;
+    futures::pin_mut!(stream);
+    match stream.try_next().await? {
+        Some(WatchEvent::Added(l)) => assert_eq!(l.metadata.name.as_deref(), Some("existing")),
+        other => panic!("expected ADDED, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn watch_selector_turns_non_matching_changes_into_deleted() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    let mut l = lease("sel", "a");
+    l.metadata.labels = Some([("role".to_string(), "elector".to_string())].into());
+    let created = leases.create(&PostParams::default(), &l).await?;
+    let stream = leases
+        .watch(
+            &WatchParams::default().labels("role=elector").timeout(30),
+            created.metadata.resource_version.as_deref().unwrap(),
+        )
+        .await?;
+    futures::pin_mut!(stream);
+    leases
+        .patch("sel", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"role": "other"}}})))
+        .await?;
+    match stream.try_next().await? {
+        Some(WatchEvent::Deleted(l)) => assert_eq!(l.metadata.name.as_deref(), Some("sel")),
+        other => panic!("expected DELETED for an object leaving the selector, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn too_old_resource_version_is_410_expired() -> anyhow::Result<()> {
+    // Needs a tiny history: in-memory only.
+    let cluster = TestCluster::start_with(Config {
+        history_limit: 3,
+        ..Config::default()
+    })
+    .await?;
+    if cluster.in_memory().is_none() {
+        eprintln!("skipped against a real cluster: needs a small watch history");
+        return Ok(());
+    }
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    let first = leases.create(&PostParams::default(), &lease("old", "a")).await?;
+    for i in 0..5 {
+        leases
+            .patch("old", &PatchParams::default(), &Patch::Merge(json!({"spec": {"holderIdentity": format!("h{i}")}})))
+            .await?;
+    }
+    let stream = leases
+        .watch(&WatchParams::default(), first.metadata.resource_version.as_deref().unwrap())
+        .await?;
+    futures::pin_mut!(stream);
+    match stream.try_next().await? {
+        Some(WatchEvent::Error(status)) => {
+            assert_eq!((status.code, status.reason.as_str()), (410, "Expired"));
+            assert!(status.message.starts_with("too old resource version"));
+        }
+        other => panic!("expected an ERROR event with 410, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn bookmarks_carry_progress() -> anyhow::Result<()> {
+    let cluster = TestCluster::start_with(Config {
+        bookmark_interval: Duration::from_millis(50),
+        ..Config::default()
+    })
+    .await?;
+    let Some(_) = cluster.in_memory() else {
+        eprintln!("skipped against a real cluster: bookmark interval is not ours to set");
+        return Ok(());
+    };
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    let created = leases.create(&PostParams::default(), &lease("b", "a")).await?;
+    let stream = leases
+        .watch(
+            &WatchParams::default().timeout(30),
+            created.metadata.resource_version.as_deref().unwrap(),
+        )
+        .await?;
+    futures::pin_mut!(stream);
+    match stream.try_next().await? {
+        Some(WatchEvent::Bookmark(b)) => {
+            let at: u64 = b.metadata.resource_version.parse()?;
+            assert!(at >= rv(&created.metadata));
+        }
+        other => panic!("expected BOOKMARK, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn kube_runtime_watcher_sees_every_change() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    leases.create(&PostParams::default(), &lease("before", "a")).await?;
+    let events = watcher(leases.clone(), watcher::Config::default()).boxed();
+    let mut objects = events.applied_objects();
+    let first = objects.try_next().await?.expect("object");
+    assert_eq!(first.metadata.name.as_deref(), Some("before"));
+    leases.create(&PostParams::default(), &lease("after", "a")).await?;
+    let second = objects.try_next().await?.expect("object");
+    assert_eq!(second.metadata.name.as_deref(), Some("after"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn finalizers_hold_deletion_until_cleared() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let nrs = install_crd(&cluster).await?;
+    let mut obj = newresource("fin", "bar");
+    obj.metadata.finalizers = Some(vec!["apps.newresource.com/cleanup".into()]);
+    nrs.create(&PostParams::default(), &obj).await?;
+    nrs.delete("fin", &DeleteParams::default()).await?;
+    let marked = nrs.get("fin").await?;
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    nrs.patch("fin", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+        .await?;
+    assert!(nrs.get_opt("fin").await?.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn delete_preconditions_are_checked() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    let created = leases.create(&PostParams::default(), &lease("d", "a")).await?;
+    let wrong = DeleteParams {
+        preconditions: Some(Preconditions {
+            resource_version: Some("1".into()),
+            uid: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let status = api_status(leases.delete("d", &wrong).await.unwrap_err());
+    assert_eq!(status.code, 409);
+    let right = DeleteParams {
+        preconditions: Some(Preconditions {
+            resource_version: created.metadata.resource_version.clone(),
+            uid: created.metadata.uid.clone(),
+        }),
+        ..DeleteParams::default()
+    };
+    leases.delete("d", &right).await?;
+    assert!(leases.get_opt("d").await?.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn crd_lifecycle_serves_and_removes_custom_resources() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let nrs = install_crd(&cluster).await?;
+    nrs.create(&PostParams::default(), &newresource("a", "x")).await?;
+    let discovery = kube::discovery::Discovery::new(cluster.client()).run().await?;
+    let found = discovery
+        .groups()
+        .flat_map(|g| g.recommended_resources())
+        .any(|(ar, caps)| ar.kind == "NewResource" && caps.supports_operation(kube::discovery::verbs::WATCH));
+    assert!(found, "discovery lists NewResource after the CRD is created");
+
+    if cluster.in_memory().is_some() {
+        // Deleting the CRD removes its objects and stops serving the resource.
+        let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
+        crds.delete("newresources.apps.newresource.com", &DeleteParams::default()).await?;
+        let status = api_status(nrs.list(&ListParams::default()).await.unwrap_err());
+        assert_eq!(status.code, 404);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_deletes_its_contents() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    if cluster.in_memory().is_none() {
+        eprintln!("skipped against a real cluster: namespace deletion is asynchronous there");
+        return Ok(());
+    }
+    let namespaces: Api<Namespace> = Api::all(cluster.client());
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    leases.create(&PostParams::default(), &lease("gone", "a")).await?;
+    namespaces.delete(cluster.namespace(), &DeleteParams::default()).await?;
+    assert!(leases.get_opt("gone").await?.is_none());
+    assert!(namespaces.get_opt(cluster.namespace()).await?.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn generate_name_gets_a_random_suffix() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    let mut l = lease("", "a");
+    l.metadata.name = None;
+    l.metadata.generate_name = Some("gen-".into());
+    let a = leases.create(&PostParams::default(), &l).await?;
+    let b = leases.create(&PostParams::default(), &l).await?;
+    let (a, b) = (a.metadata.name.unwrap(), b.metadata.name.unwrap());
+    assert!(a.starts_with("gen-") && a.len() == "gen-".len() + 5);
+    assert_ne!(a, b);
+    Ok(())
+}
