@@ -361,9 +361,13 @@ fn non_resource(state: &State, method: &Method, route: Route, accept: Option<&st
             let doc = openapi::document(&owned);
             if accept.is_some_and(openapi::wants_protobuf) {
                 let mut r = Response::new(Full::new(Bytes::from(openapi::to_protobuf(&doc))).boxed());
+                // kube-openapi answers with the dotted spelling: Go's mime parser (and so
+                // client-go) rejects the `@` of the requested media type.
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
-                    HeaderValue::from_static(openapi::PROTOBUF_MEDIA_TYPE),
+                    HeaderValue::from_static(
+                        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                    ),
                 );
                 return r;
             }

@@ -30,8 +30,8 @@ use std::sync::OnceLock;
 use k8s_openapi::api::{apps, coordination, core, events, policy, rbac};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions;
 use k8s_openapi::apimachinery::pkg::apis::meta;
-use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
 use k8s_openapi::schemars::JsonSchema;
+use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
 use prost::Message as _;
 use serde_json::{Map, Value, json};
 
@@ -145,17 +145,20 @@ pub fn to_protobuf(doc: &Value) -> Vec<u8> {
         description: string_field(info, "description"),
         vendor_extension: vendor_extensions(info),
     });
-    let paths = doc.get("paths").and_then(Value::as_object).map(|paths| pb::Paths {
-        vendor_extension: vendor_extensions_of(paths),
-        path: paths
-            .keys()
-            .filter(|name| !name.starts_with("x-"))
-            .map(|name| pb::NamedPathItem {
-                name: name.clone(),
-                value: Some(pb::PathItem::default()),
-            })
-            .collect(),
-    });
+    let paths = doc
+        .get("paths")
+        .and_then(Value::as_object)
+        .map(|paths| pb::Paths {
+            vendor_extension: vendor_extensions_of(paths),
+            path: paths
+                .keys()
+                .filter(|name| !name.starts_with("x-"))
+                .map(|name| pb::NamedPathItem {
+                    name: name.clone(),
+                    value: Some(pb::PathItem::default()),
+                })
+                .collect(),
+        });
     let definitions = doc
         .get("definitions")
         .and_then(Value::as_object)
@@ -480,9 +483,7 @@ fn fix_top_level_kind(name: &str, definition: &mut Value) {
 
 /// Adds the `apiVersion`, `kind` and `metadata` properties every top-level kind has.
 fn ensure_type_meta(definition: &mut Map<String, Value>) {
-    let properties = definition
-        .entry("properties")
-        .or_insert_with(|| json!({}));
+    let properties = definition.entry("properties").or_insert_with(|| json!({}));
     if let Some(properties) = properties.as_object_mut() {
         properties
             .entry("apiVersion")
@@ -490,9 +491,9 @@ fn ensure_type_meta(definition: &mut Map<String, Value>) {
         properties
             .entry("kind")
             .or_insert_with(|| json!({"type": "string", "description": KIND_DESCRIPTION}));
-        properties.entry("metadata").or_insert_with(|| {
-            json!({"$ref": definition_ref(OBJECT_META), "description": METADATA_DESCRIPTION})
-        });
+        properties.entry("metadata").or_insert_with(
+            || json!({"$ref": definition_ref(OBJECT_META), "description": METADATA_DESCRIPTION}),
+        );
     }
 }
 
@@ -504,30 +505,145 @@ fn ensure_type_meta(definition: &mut Map<String, Value>) {
 const PATCH_STRATEGIES: &[(&str, &str, &str, Option<&str>)] = &[
     (OBJECT_META, "finalizers", "merge", None),
     (OBJECT_META, "ownerReferences", "merge", Some("uid")),
-    ("io.k8s.api.core.v1.ServiceAccount", "secrets", "merge", Some("name")),
-    ("io.k8s.api.core.v1.ServiceSpec", "ports", "merge", Some("port")),
-    ("io.k8s.api.core.v1.ServiceStatus", "conditions", "merge", Some("type")),
-    ("io.k8s.api.core.v1.NamespaceStatus", "conditions", "merge", Some("type")),
-    ("io.k8s.api.core.v1.PodSpec", "volumes", "merge,retainKeys", Some("name")),
-    ("io.k8s.api.core.v1.PodSpec", "initContainers", "merge", Some("name")),
-    ("io.k8s.api.core.v1.PodSpec", "containers", "merge", Some("name")),
-    ("io.k8s.api.core.v1.PodSpec", "ephemeralContainers", "merge", Some("name")),
-    ("io.k8s.api.core.v1.PodSpec", "imagePullSecrets", "merge", Some("name")),
-    ("io.k8s.api.core.v1.PodSpec", "hostAliases", "merge", Some("ip")),
-    ("io.k8s.api.core.v1.PodSpec", "topologySpreadConstraints", "merge", Some("topologyKey")),
-    ("io.k8s.api.core.v1.PodSpec", "resourceClaims", "merge,retainKeys", Some("name")),
-    ("io.k8s.api.core.v1.PodSpec", "schedulingGates", "merge", Some("name")),
-    ("io.k8s.api.core.v1.Container", "ports", "merge", Some("containerPort")),
+    (
+        "io.k8s.api.core.v1.ServiceAccount",
+        "secrets",
+        "merge",
+        Some("name"),
+    ),
+    (
+        "io.k8s.api.core.v1.ServiceSpec",
+        "ports",
+        "merge",
+        Some("port"),
+    ),
+    (
+        "io.k8s.api.core.v1.ServiceStatus",
+        "conditions",
+        "merge",
+        Some("type"),
+    ),
+    (
+        "io.k8s.api.core.v1.NamespaceStatus",
+        "conditions",
+        "merge",
+        Some("type"),
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "volumes",
+        "merge,retainKeys",
+        Some("name"),
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "initContainers",
+        "merge",
+        Some("name"),
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "containers",
+        "merge",
+        Some("name"),
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "ephemeralContainers",
+        "merge",
+        Some("name"),
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "imagePullSecrets",
+        "merge",
+        Some("name"),
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "hostAliases",
+        "merge",
+        Some("ip"),
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "topologySpreadConstraints",
+        "merge",
+        Some("topologyKey"),
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "resourceClaims",
+        "merge,retainKeys",
+        Some("name"),
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "schedulingGates",
+        "merge",
+        Some("name"),
+    ),
+    (
+        "io.k8s.api.core.v1.Container",
+        "ports",
+        "merge",
+        Some("containerPort"),
+    ),
     ("io.k8s.api.core.v1.Container", "env", "merge", Some("name")),
-    ("io.k8s.api.core.v1.Container", "volumeMounts", "merge", Some("mountPath")),
-    ("io.k8s.api.core.v1.Container", "volumeDevices", "merge", Some("devicePath")),
-    ("io.k8s.api.core.v1.EphemeralContainer", "ports", "merge", Some("containerPort")),
-    ("io.k8s.api.core.v1.EphemeralContainer", "env", "merge", Some("name")),
-    ("io.k8s.api.core.v1.EphemeralContainer", "volumeMounts", "merge", Some("mountPath")),
-    ("io.k8s.api.core.v1.EphemeralContainer", "volumeDevices", "merge", Some("devicePath")),
-    ("io.k8s.api.apps.v1.DeploymentSpec", "strategy", "retainKeys", None),
-    ("io.k8s.api.apps.v1.DeploymentStatus", "conditions", "merge", Some("type")),
-    ("io.k8s.api.policy.v1.PodDisruptionBudgetStatus", "conditions", "merge", Some("type")),
+    (
+        "io.k8s.api.core.v1.Container",
+        "volumeMounts",
+        "merge",
+        Some("mountPath"),
+    ),
+    (
+        "io.k8s.api.core.v1.Container",
+        "volumeDevices",
+        "merge",
+        Some("devicePath"),
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "ports",
+        "merge",
+        Some("containerPort"),
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "env",
+        "merge",
+        Some("name"),
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "volumeMounts",
+        "merge",
+        Some("mountPath"),
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "volumeDevices",
+        "merge",
+        Some("devicePath"),
+    ),
+    (
+        "io.k8s.api.apps.v1.DeploymentSpec",
+        "strategy",
+        "retainKeys",
+        None,
+    ),
+    (
+        "io.k8s.api.apps.v1.DeploymentStatus",
+        "conditions",
+        "merge",
+        Some("type"),
+    ),
+    (
+        "io.k8s.api.policy.v1.PodDisruptionBudgetStatus",
+        "conditions",
+        "merge",
+        Some("type"),
+    ),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -740,9 +856,7 @@ fn add_group_version_kind(definition: &mut Value, resource: &ResourceType, kind:
         return;
     };
     let entry = json!({"group": resource.group, "kind": kind, "version": resource.version});
-    let list = definition
-        .entry(GVK_EXTENSION)
-        .or_insert_with(|| json!([]));
+    let list = definition.entry(GVK_EXTENSION).or_insert_with(|| json!([]));
     if !list.is_array() {
         *list = json!([]);
     }
@@ -813,10 +927,11 @@ fn copy_required(source: &Map<String, Value>, out: &mut Map<String, Value>) {
     }
 }
 
-/// Copies the `x-kubernetes-*` vendor extensions (list/map types, embedded resources, ...).
+/// Copies the `x-kubernetes-*` vendor extensions (list/map types, embedded resources,
+/// int-or-string, ...): kube-openapi keeps them as opaque metadata.
 fn copy_extensions(source: &Map<String, Value>, out: &mut Map<String, Value>) {
     for (key, value) in source {
-        if key.starts_with("x-kubernetes-") && key != INT_OR_STRING {
+        if key.starts_with("x-kubernetes-") {
             out.insert(key.clone(), value.clone());
         }
     }
@@ -887,9 +1002,9 @@ fn schema_to_pb(schema: &Value) -> pb::Schema {
             oneof: Some(pb::AdditionalPropertiesOneof::Boolean(*allowed)),
         }),
         Some(additional @ Value::Object(_)) => Some(pb::AdditionalPropertiesItem {
-            oneof: Some(pb::AdditionalPropertiesOneof::Schema(Box::new(schema_to_pb(
-                additional,
-            )))),
+            oneof: Some(pb::AdditionalPropertiesOneof::Schema(Box::new(
+                schema_to_pb(additional),
+            ))),
         }),
         _ => None,
     };
@@ -1183,5 +1298,709 @@ mod pb {
     pub struct Properties {
         #[prost(message, repeated, tag = "1")]
         pub additional_properties: Vec<NamedSchema>,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use prost::Message;
+    use serde_json::{Value, json};
+
+    use super::super::registry::{NameRule, ResourceType, Schema, builtin_types};
+    use super::*;
+
+    fn decode(doc: &Value) -> pb::Document {
+        pb::Document::decode(to_protobuf(doc).as_slice()).expect("valid protobuf")
+    }
+
+    fn definitions(doc: &pb::Document) -> BTreeMap<&str, &pb::Schema> {
+        doc.definitions
+            .as_ref()
+            .expect("definitions")
+            .additional_properties
+            .iter()
+            .map(|named| (named.name.as_str(), named.value.as_ref().expect("schema")))
+            .collect()
+    }
+
+    fn property<'a>(schema: &'a pb::Schema, name: &str) -> &'a pb::Schema {
+        schema
+            .properties
+            .as_ref()
+            .and_then(|p| p.additional_properties.iter().find(|n| n.name == name))
+            .and_then(|n| n.value.as_ref())
+            .unwrap_or_else(|| panic!("property {name}"))
+    }
+
+    fn types(schema: &pb::Schema) -> Vec<&str> {
+        schema
+            .r#type
+            .as_ref()
+            .map(|t| t.value.iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    fn extension<'a>(schema: &'a pb::Schema, name: &str) -> Option<&'a str> {
+        schema
+            .vendor_extension
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.as_ref())
+            .map(|any| any.yaml.as_str())
+    }
+
+    fn group_version_kinds(schema: &pb::Schema) -> Value {
+        let yaml = extension(schema, GVK_EXTENSION).expect("gvk extension");
+        serde_yaml::from_str(yaml).expect("gvk extension is YAML")
+    }
+
+    fn custom_type(kind: &str, schema: Value) -> ResourceType {
+        ResourceType {
+            group: "example.com".into(),
+            version: "v1".into(),
+            plural: format!("{}s", kind.to_lowercase()),
+            singular: kind.to_lowercase(),
+            kind: kind.into(),
+            list_kind: format!("{kind}List"),
+            namespaced: true,
+            short_names: Vec::new(),
+            categories: Vec::new(),
+            status_subresource: true,
+            tracks_generation: true,
+            allow_create_on_update: false,
+            name_rule: NameRule::Subdomain,
+            extra_field_selectors: Vec::new(),
+            printer_columns: Vec::new(),
+            schema: Schema::Structural(schema),
+        }
+    }
+
+    fn widget() -> ResourceType {
+        custom_type(
+            "Widget",
+            json!({
+                "type": "object",
+                "properties": {
+                    "spec": {"type": "object", "properties": {"foo": {"type": "string"}}},
+                    "status": {"type": "object", "properties": {"ready": {"type": "boolean"}}},
+                },
+            }),
+        )
+    }
+
+    fn all_types() -> Vec<ResourceType> {
+        let mut types = builtin_types();
+        types.push(widget());
+        types
+    }
+
+    #[test]
+    fn lease_definition_carries_its_group_version_kind_as_yaml() {
+        let doc = decode(&document(&builtin_types()));
+        let defs = definitions(&doc);
+        let lease = defs["io.k8s.api.coordination.v1.Lease"];
+        assert_eq!(
+            group_version_kinds(lease),
+            json!([{"group": "coordination.k8s.io", "kind": "Lease", "version": "v1"}])
+        );
+        // The core group must stay the string "" under YAML 1.1 (yaml.v2), or kubectl skips it.
+        let config_map = defs["io.k8s.api.core.v1.ConfigMap"];
+        let yaml = extension(config_map, GVK_EXTENSION).expect("gvk");
+        assert!(yaml.contains(r#""group": """#), "{yaml}");
+        assert_eq!(
+            group_version_kinds(config_map),
+            json!([{"group": "", "kind": "ConfigMap", "version": "v1"}])
+        );
+        let lists = defs["io.k8s.api.coordination.v1.LeaseList"];
+        assert_eq!(
+            group_version_kinds(lists),
+            json!([{"group": "coordination.k8s.io", "kind": "LeaseList", "version": "v1"}])
+        );
+        assert_eq!(doc.swagger, "2.0");
+        assert_eq!(
+            doc.info.as_ref().map(|i| i.title.as_str()),
+            Some("Kubernetes")
+        );
+    }
+
+    #[test]
+    fn references_survive_encoding() {
+        let doc = decode(&document(&builtin_types()));
+        let defs = definitions(&doc);
+        let lease = defs["io.k8s.api.coordination.v1.Lease"];
+        let spec = property(lease, "spec");
+        assert_eq!(
+            spec.xref,
+            "#/definitions/io.k8s.api.coordination.v1.LeaseSpec"
+        );
+        assert!(spec.r#type.is_none() && spec.properties.is_none());
+        assert_eq!(
+            property(lease, "metadata").xref,
+            "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+        );
+        let lease_spec = defs["io.k8s.api.coordination.v1.LeaseSpec"];
+        assert_eq!(
+            types(property(lease_spec, "leaseDurationSeconds")),
+            ["integer"]
+        );
+        assert_eq!(types(property(lease_spec, "holderIdentity")), ["string"]);
+        // Maps keep their value schema through the additionalProperties oneof.
+        let data = property(defs["io.k8s.api.core.v1.ConfigMap"], "data");
+        assert_eq!(types(data), ["object"]);
+        match data
+            .additional_properties
+            .as_ref()
+            .and_then(|a| a.oneof.as_ref())
+        {
+            Some(pb::AdditionalPropertiesOneof::Schema(value)) => {
+                assert_eq!(types(value), ["string"]);
+            }
+            other => panic!("unexpected additionalProperties {other:?}"),
+        }
+    }
+
+    #[test]
+    fn custom_resource_definition_is_published_from_its_v3_schema() {
+        // Only the CR: ObjectMeta/ListMeta must still be pulled in for its references.
+        let doc = decode(&document(&[widget()]));
+        let defs = definitions(&doc);
+        let widget = defs["com.example.v1.Widget"];
+        assert_eq!(
+            group_version_kinds(widget),
+            json!([{"group": "example.com", "kind": "Widget", "version": "v1"}])
+        );
+        let spec = property(widget, "spec");
+        assert_eq!(types(property(spec, "foo")), ["string"]);
+        let status = property(widget, "status");
+        assert_eq!(types(property(status, "ready")), ["boolean"]);
+        assert_eq!(types(property(widget, "apiVersion")), ["string"]);
+        assert_eq!(types(property(widget, "kind")), ["string"]);
+        assert_eq!(
+            property(widget, "metadata").xref,
+            format!("#/definitions/{OBJECT_META}")
+        );
+        assert!(defs.contains_key(OBJECT_META));
+        assert!(defs.contains_key(LIST_META));
+        let list = defs["com.example.v1.WidgetList"];
+        let items = property(list, "items");
+        assert_eq!(types(items), ["array"]);
+        assert_eq!(
+            items.items.as_ref().map(|i| i.schema[0].xref.as_str()),
+            Some("#/definitions/com.example.v1.Widget")
+        );
+    }
+
+    #[test]
+    fn wants_protobuf_follows_the_accept_header() {
+        assert!(wants_protobuf(PROTOBUF_MEDIA_TYPE));
+        assert!(wants_protobuf(
+            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+        ));
+        assert!(wants_protobuf(
+            "application/com.github.proto-openapi.spec.v2@v1.0+protobuf, */*"
+        ));
+        assert!(wants_protobuf(
+            "application/json;q=0.5, application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+        ));
+        assert!(!wants_protobuf("application/json"));
+        assert!(!wants_protobuf("*/*"));
+        assert!(!wants_protobuf(""));
+        assert!(!wants_protobuf(
+            "application/json, application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+        ));
+        assert!(!wants_protobuf(
+            "application/com.github.proto-openapi.spec.v2@v1.0+protobuf;q=0, */*"
+        ));
+    }
+
+    /// The rules of kube-openapi's `pkg/util/proto` parser; breaking any of them makes kubectl
+    /// refuse to create anything with validation on.
+    fn check_parseable(
+        schema: &pb::Schema,
+        defs: &BTreeMap<&str, &pb::Schema>,
+        path: &str,
+        problems: &mut Vec<String>,
+    ) {
+        if !schema.xref.is_empty() {
+            if schema.r#type.is_some() || schema.properties.is_some() {
+                problems.push(format!("{path}: $ref with type or properties"));
+            }
+            match schema.xref.strip_prefix("#/definitions/") {
+                Some(name) if defs.contains_key(name) => {}
+                _ => problems.push(format!("{path}: dangling {}", schema.xref)),
+            }
+            return;
+        }
+        let schema_types = types(schema);
+        if schema_types.len() > 1 {
+            problems.push(format!("{path}: multiple types"));
+        }
+        match schema_types.first().copied() {
+            None | Some("object" | "string" | "integer" | "number" | "boolean") => {}
+            Some("array") => {
+                if schema.items.as_ref().map_or(0, |i| i.schema.len()) != 1 {
+                    problems.push(format!("{path}: array without exactly one items schema"));
+                }
+            }
+            Some(other) => problems.push(format!("{path}: unknown primitive {other:?}")),
+        }
+        if let Some(properties) = &schema.properties {
+            for named in &properties.additional_properties {
+                if let Some(value) = &named.value {
+                    check_parseable(value, defs, &format!("{path}.{}", named.name), problems);
+                }
+            }
+        }
+        if let Some(items) = &schema.items {
+            for item in &items.schema {
+                check_parseable(item, defs, &format!("{path}[]"), problems);
+            }
+        }
+        if let Some(pb::AdditionalPropertiesOneof::Schema(value)) = schema
+            .additional_properties
+            .as_ref()
+            .and_then(|a| a.oneof.as_ref())
+        {
+            check_parseable(value, defs, &format!("{path}{{}}"), problems);
+        }
+        for named in &schema.vendor_extension {
+            let yaml = named.value.as_ref().map(|v| v.yaml.as_str()).unwrap_or("");
+            if serde_yaml::from_str::<Value>(yaml).is_err() {
+                problems.push(format!("{path}: extension {} is not YAML", named.name));
+            }
+        }
+    }
+
+    #[test]
+    fn document_stays_inside_the_kube_openapi_parser_subset() {
+        let doc = decode(&document(&all_types()));
+        let defs = definitions(&doc);
+        let mut problems = Vec::new();
+        for (name, schema) in &defs {
+            check_parseable(schema, &defs, name, &mut problems);
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn every_builtin_kind_is_published_with_type_meta() {
+        let types = builtin_types();
+        let doc = decode(&document(&types));
+        let defs = definitions(&doc);
+        for resource in &types {
+            let Schema::BuiltIn(kind) = resource.schema else {
+                continue;
+            };
+            assert!(
+                ALL_BUILT_IN.contains(&kind),
+                "{kind:?} missing from ALL_BUILT_IN"
+            );
+            let name = builtin_definition_name(kind);
+            let schema = defs
+                .get(name.as_str())
+                .unwrap_or_else(|| panic!("no definition {name}"));
+            let gvks = group_version_kinds(schema);
+            assert!(
+                gvks.as_array().is_some_and(|list| list.contains(&json!({
+                    "group": resource.group, "kind": resource.kind, "version": resource.version
+                }))),
+                "{name}: {gvks}"
+            );
+            for field in ["apiVersion", "kind", "metadata"] {
+                property(schema, field);
+            }
+            let requires_metadata = schema.required.iter().any(|r| r == "metadata");
+            assert_eq!(requires_metadata, name == CORE_EVENT, "{name}");
+        }
+    }
+
+    #[test]
+    fn special_types_match_the_real_document() {
+        let doc = document(&builtin_types());
+        let defs = &doc["definitions"];
+        assert_eq!(
+            defs["io.k8s.apimachinery.pkg.util.intstr.IntOrString"]["type"],
+            "string"
+        );
+        assert_eq!(
+            defs["io.k8s.apimachinery.pkg.util.intstr.IntOrString"]["format"],
+            "int-or-string"
+        );
+        assert_eq!(defs[QUANTITY]["type"], "string");
+        assert!(defs[QUANTITY].get("format").is_none());
+        for time in ["Time", "MicroTime"] {
+            let schema = &defs[format!("io.k8s.apimachinery.pkg.apis.meta.v1.{time}")];
+            assert_eq!(schema["type"], "string");
+            assert_eq!(schema["format"], "date-time");
+        }
+        let untyped = [
+            EXTENSIONS_JSON,
+            "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrBool",
+            "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrArray",
+        ];
+        for name in untyped {
+            assert!(defs[name].get("type").is_none(), "{name}: {}", defs[name]);
+            assert!(defs[name].get("oneOf").is_none(), "{name}");
+        }
+        assert_eq!(
+            defs["io.k8s.api.core.v1.Secret"]["properties"]["data"]["additionalProperties"]["format"],
+            "byte"
+        );
+        let containers = &defs["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
+        assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
+        assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
+    }
+
+    #[test]
+    fn custom_resource_conversion_follows_the_apiextensions_v2_rules() {
+        let v3 = json!({
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "required": ["name", "maybe"],
+                    "properties": {
+                        "name": {"type": "string", "enum": ["a"], "default": "a"},
+                        "maybe": {"type": "object", "nullable": true,
+                                  "properties": {"x": {"type": "string"}}},
+                        "port": {"x-kubernetes-int-or-string": true,
+                                 "anyOf": [{"type": "integer"}, {"type": "string"}]},
+                        "open": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                                 "properties": {"known": {"type": "string"}}},
+                        "anything": {"type": "array", "x-kubernetes-preserve-unknown-fields": true,
+                                     "items": {"type": "string"}},
+                        "template": {"type": "object", "x-kubernetes-embedded-resource": true,
+                                     "properties": {"spec": {"type": "object"}}},
+                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                    },
+                },
+            },
+        });
+        let out = custom_resource_schema(&v3);
+        let spec = &out["properties"]["spec"];
+        assert_eq!(spec["required"], json!(["name"]));
+        assert_eq!(spec["properties"]["name"], json!({"type": "string"}));
+        assert_eq!(spec["properties"]["maybe"], json!({}));
+        assert_eq!(
+            spec["properties"]["port"],
+            json!({"x-kubernetes-int-or-string": true})
+        );
+        assert_eq!(
+            spec["properties"]["open"],
+            json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+        );
+        assert_eq!(
+            spec["properties"]["anything"],
+            json!({"x-kubernetes-preserve-unknown-fields": true})
+        );
+        let template = &spec["properties"]["template"];
+        assert_eq!(template["required"], json!(["kind", "apiVersion"]));
+        assert_eq!(
+            template["properties"]["metadata"]["$ref"],
+            format!("#/definitions/{OBJECT_META}")
+        );
+        assert_eq!(template["properties"]["spec"]["type"], "object");
+        assert_eq!(
+            spec["properties"]["labels"]["additionalProperties"],
+            json!({"type": "string"})
+        );
+
+        // Unknown fields kept at the root: an open object, no properties at all.
+        let open_root = custom_resource_schema(&json!({
+            "type": "object", "x-kubernetes-preserve-unknown-fields": true,
+            "properties": {"spec": {"type": "object"}},
+        }));
+        assert_eq!(open_root, json!({"type": "object"}));
+    }
+
+    #[test]
+    fn extension_yaml_round_trips_awkward_values() {
+        let value = json!([
+            {"rule": "self.a != 'on'", "message": "a: b\nc", "empty": "", "n": 1.5, "list": []},
+            [["nested"]],
+            {"map": {"deep": {"yes": "no"}}, "none": null, "flag": false},
+        ]);
+        let parsed: Value = serde_yaml::from_str(&to_yaml(&value)).expect("YAML");
+        assert_eq!(parsed, value);
+        let scalar: Value = serde_yaml::from_str(&to_yaml(&json!("1.0"))).expect("YAML");
+        assert_eq!(scalar, json!("1.0"));
+    }
+
+    /// kube-openapi's `validation` package (what kubectl's client-side validation runs) over
+    /// the decoded document: unknown fields and wrong types are errors, untyped schemas accept
+    /// anything, `string` accepts any scalar, `integer` any number.
+    struct Validator<'a> {
+        defs: BTreeMap<&'a str, &'a pb::Schema>,
+    }
+
+    impl Validator<'_> {
+        fn validate_object(&self, object: &Value) -> Vec<String> {
+            let api_version = object["apiVersion"].as_str().unwrap_or_default();
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            let wanted = json!({"group": group, "kind": object["kind"], "version": version});
+            let model = self
+                .defs
+                .values()
+                .find(|schema| {
+                    extension(schema, GVK_EXTENSION).is_some_and(|_| {
+                        group_version_kinds(schema)
+                            .as_array()
+                            .is_some_and(|list| list.contains(&wanted))
+                    })
+                })
+                .unwrap_or_else(|| panic!("no model for {wanted}"));
+            let mut errors = Vec::new();
+            self.validate(model, object, "", &mut errors);
+            errors
+        }
+
+        fn validate(
+            &self,
+            schema: &pb::Schema,
+            value: &Value,
+            path: &str,
+            errors: &mut Vec<String>,
+        ) {
+            if let Some(name) = schema.xref.strip_prefix("#/definitions/") {
+                return self.validate(self.defs[name], value, path, errors);
+            }
+            let schema_type = types(schema).first().copied();
+            match (schema_type, &schema.properties) {
+                (None | Some("object"), Some(properties)) => {
+                    let Some(object) = value.as_object() else {
+                        return errors.push(format!("{path}: expected map"));
+                    };
+                    for (key, item) in object {
+                        if item.is_null() {
+                            continue;
+                        }
+                        match properties
+                            .additional_properties
+                            .iter()
+                            .find(|p| &p.name == key)
+                        {
+                            Some(field) => self.validate(
+                                field.value.as_ref().expect("schema"),
+                                item,
+                                &format!("{path}.{key}"),
+                                errors,
+                            ),
+                            None => errors.push(format!("{path}: unknown field {key:?}")),
+                        }
+                    }
+                    for required in &schema.required {
+                        if object.get(required).is_none_or(Value::is_null) {
+                            errors.push(format!("{path}: missing required field {required:?}"));
+                        }
+                    }
+                }
+                (None, None) => {}
+                (Some("object"), None) => {
+                    let Some(object) = value.as_object() else {
+                        return errors.push(format!("{path}: expected map"));
+                    };
+                    if let Some(pb::AdditionalPropertiesOneof::Schema(sub)) = schema
+                        .additional_properties
+                        .as_ref()
+                        .and_then(|a| a.oneof.as_ref())
+                    {
+                        for (key, item) in object {
+                            self.validate(sub, item, &format!("{path}.{key}"), errors);
+                        }
+                    }
+                }
+                (Some("array"), _) => {
+                    let Some(items) = value.as_array() else {
+                        return errors.push(format!("{path}: expected array"));
+                    };
+                    let sub = &schema.items.as_ref().expect("items").schema[0];
+                    for (index, item) in items.iter().enumerate() {
+                        self.validate(sub, item, &format!("{path}[{index}]"), errors);
+                    }
+                }
+                (Some(primitive), _) => {
+                    let ok = match primitive {
+                        "string" => !value.is_object() && !value.is_array(),
+                        "integer" | "number" => value.is_number(),
+                        "boolean" => value.is_boolean(),
+                        _ => false,
+                    };
+                    if !ok {
+                        errors.push(format!("{path}: invalid type, expected {primitive}"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn manifest(yaml: &str) -> Value {
+        serde_yaml::from_str(yaml).expect("manifest YAML")
+    }
+
+    #[test]
+    fn validation_rejects_unknown_fields_and_wrong_types() {
+        let doc = decode(&document(&all_types()));
+        let validator = Validator {
+            defs: definitions(&doc),
+        };
+        let unknown = manifest(
+            "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {name: a}\n\
+             spec: {holderIdentity: me, bogusField: 1}\n",
+        );
+        assert_eq!(
+            validator.validate_object(&unknown),
+            [r#".spec: unknown field "bogusField""#]
+        );
+        let wrong_type = manifest(
+            "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {name: a}\n\
+             spec: {leaseDurationSeconds: fifteen}\n",
+        );
+        assert_eq!(
+            validator.validate_object(&wrong_type),
+            [".spec.leaseDurationSeconds: invalid type, expected integer"]
+        );
+        let custom = manifest(
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n\
+             spec: {foo: [1]}\nstatus: {ready: true, other: 1}\n",
+        );
+        assert_eq!(
+            validator.validate_object(&custom),
+            [
+                ".spec.foo: invalid type, expected string",
+                r#".status: unknown field "other""#
+            ]
+        );
+    }
+
+    #[test]
+    fn validation_accepts_what_a_real_cluster_accepts() {
+        let doc = decode(&document(&all_types()));
+        let validator = Validator {
+            defs: definitions(&doc),
+        };
+        let manifests = [
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: demo, labels: {app: web}}
+spec:
+  replicas: 2
+  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 25%, maxUnavailable: 1}}
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}, creationTimestamp: null}
+    spec:
+      securityContext: {runAsNonRoot: true, runAsUser: 1000, seccompProfile: {type: RuntimeDefault}}
+      volumes: [{name: tmp, emptyDir: {sizeLimit: 1Gi}}]
+      containers:
+      - name: web
+        image: nginx
+        ports: [{containerPort: 8080, name: http}]
+        env: [{name: A, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+        resources: {requests: {cpu: 100m, memory: 64Mi}, limits: {cpu: 1}}
+        livenessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 10}
+        readinessProbe: {tcpSocket: {port: 8080}}
+        securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+        volumeMounts: [{name: tmp, mountPath: /tmp}]
+"#,
+            r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, listKind: WidgetList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    additionalPrinterColumns:
+    - {name: Foo, type: string, jsonPath: .spec.foo, priority: 0}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-preserve-unknown-fields: true
+            properties:
+              foo: {type: string, enum: [a, b], default: a}
+              port: {x-kubernetes-int-or-string: true, anyOf: [{type: integer}, {type: string}]}
+              tags: {type: array, items: {type: string}}
+              labels: {type: object, additionalProperties: {type: string}}
+"#,
+            r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:demo"}
+aggregationRule: {clusterRoleSelectors: [{matchLabels: {x: z}}]}
+rules:
+- {apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, update]}
+- {nonResourceURLs: [/healthz], verbs: [get]}
+"#,
+            r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: rb, namespace: demo}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: r}
+subjects: [{kind: ServiceAccount, name: sa, namespace: demo}]
+"#,
+            r#"
+apiVersion: v1
+kind: Event
+metadata: {name: ev, namespace: demo}
+involvedObject: {kind: Pod, name: p, namespace: demo}
+reason: Started
+count: 1
+firstTimestamp: "2024-01-01T00:00:00Z"
+source: {component: kubelet}
+"#,
+            r#"
+apiVersion: events.k8s.io/v1
+kind: Event
+metadata: {name: ev, namespace: demo}
+eventTime: "2024-01-01T00:00:00.000000Z"
+reportingController: example.com/ctl
+reportingInstance: ctl-1
+action: Reconcile
+reason: Done
+regarding: {kind: Pod, name: p}
+series: {count: 2, lastObservedTime: "2024-01-01T00:00:01.000000Z"}
+"#,
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: svc}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}, {port: 9090, targetPort: metrics}]
+"#,
+            r#"
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: pdb}
+spec: {maxUnavailable: 50%, selector: {matchLabels: {app: web}}}
+"#,
+            r#"
+apiVersion: example.com/v1
+kind: Widget
+metadata: {name: w, namespace: demo}
+spec: {foo: bar}
+status: {ready: true}
+"#,
+            "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {name: l}\n",
+        ];
+        for text in manifests {
+            let object = manifest(text);
+            assert_eq!(
+                validator.validate_object(&object),
+                Vec::<String>::new(),
+                "{text}"
+            );
+        }
     }
 }

@@ -127,9 +127,11 @@ fn age(timestamp: Option<&Value>) -> Value {
     }
 }
 
-fn cell(column_type: &str, value: Option<&Value>) -> Value {
+/// A cell value. Custom resources' `date` columns are rendered as ages by the real server
+/// (apiextensions' table convertor); built-in `date` columns carry the RFC 3339 time.
+fn cell(custom: bool, column_type: &str, value: Option<&Value>) -> Value {
     match (column_type, value) {
-        ("date", v) => age(v),
+        ("date", v) if custom => age(v),
         (_, None) | (_, Some(Value::Null)) => json!(null),
         (_, Some(v)) => v.clone(),
     }
@@ -157,7 +159,10 @@ pub fn table(rt: &ResourceType, objects: &[Value], resource_version: &str) -> Va
             "description": c.description,
         }));
     }
-    let has_age = rt.printer_columns.iter().any(|c| c.name == "Age");
+    let has_age = rt
+        .printer_columns
+        .iter()
+        .any(|c| c.name == "Age" || c.json_path == ".metadata.creationTimestamp");
     if !has_age {
         columns.push(json!({
             "name": "Age", "type": "date", "format": "", "priority": 0,
@@ -169,7 +174,7 @@ pub fn table(rt: &ResourceType, objects: &[Value], resource_version: &str) -> Va
         .map(|o| {
             let mut cells = vec![o.pointer("/metadata/name").cloned().unwrap_or(json!(""))];
             for c in &rt.printer_columns {
-                cells.push(cell(&c.type_, json_path(o, &c.json_path)));
+                cells.push(cell(rt.is_custom(), &c.type_, json_path(o, &c.json_path)));
             }
             if !has_age {
                 cells.push(age(o.pointer("/metadata/creationTimestamp")));
