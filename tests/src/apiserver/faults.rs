@@ -111,6 +111,8 @@ pub struct Faults {
     changed: watch::Sender<u64>,
     /// Bumped to close every open watch.
     drop_watches: watch::Sender<u64>,
+    /// How many requests are hanging right now (tests wait for a request to be held).
+    hung: watch::Sender<usize>,
 }
 
 impl Default for Faults {
@@ -119,6 +121,7 @@ impl Default for Faults {
             rules: Mutex::new(Rules::default()),
             changed: watch::channel(0).0,
             drop_watches: watch::channel(0).0,
+            hung: watch::channel(0).0,
         }
     }
 }
@@ -228,6 +231,25 @@ impl Faults {
                 return;
             }
         }
+    }
+
+    /// Holds a request (or watch) until rule `id` is removed, counting it as hung meanwhile.
+    pub async fn hold(&self, id: u64) {
+        struct Held<'a>(&'a watch::Sender<usize>);
+        impl Drop for Held<'_> {
+            fn drop(&mut self) {
+                self.0.send_modify(|n| *n -= 1);
+            }
+        }
+        self.hung.send_modify(|n| *n += 1);
+        let _held = Held(&self.hung);
+        self.until_removed(id).await;
+    }
+
+    /// Resolves once at least `n` requests are being held by hang rules.
+    pub async fn wait_hung(&self, n: usize) {
+        let mut hung = self.hung.subscribe();
+        let _ = hung.wait_for(|count| *count >= n).await;
     }
 
     /// A receiver that changes whenever rules change.

@@ -278,7 +278,7 @@ pub async fn handle(
             return Ok(error_response(&err));
         }
         Decision::Hang(id) => {
-            state.faults.until_removed(id).await;
+            state.faults.hold(id).await;
             // The partition healed: the request is lost, as a cut connection would lose it.
             return Err(std::io::Error::new(
                 std::io::ErrorKind::ConnectionAborted,
@@ -847,7 +847,7 @@ fn stream_watch(
             if let Some(id) = facts_hanging(&state.faults) {
                 // Partitioned: go silent, then close once the partition heals.
                 tokio::select! {
-                    _ = state.faults.until_removed(id) => {}
+                    _ = state.faults.hold(id) => {}
                     _ = tx.closed() => {}
                 }
                 return;

@@ -166,7 +166,7 @@ impl ApiServer {
 
     /// A kube client authenticated with `token`.
     pub fn client(&self, token: &str) -> kube::Client {
-        client_for(&self.url(), token)
+        client_for(&self.url(), Some(token))
     }
 
     /// A kube client for the administrator.
@@ -191,12 +191,16 @@ impl Drop for ApiServer {
     }
 }
 
-/// A kube client for a server URL and bearer token.
-pub fn client_for(url: &str, token: &str) -> kube::Client {
+/// A kube client for a server URL and bearer token (`None`: anonymous).
+///
+/// kube's default retry of 429/503/504 is off: tests must see exactly what the server
+/// answered, and a client that silently retries for minutes would hide injected faults.
+pub fn client_for(url: &str, token: Option<&str>) -> kube::Client {
     let uri: ::http::Uri = url.parse().unwrap_or_default();
     let mut config = kube::Config::new(uri);
-    config.auth_info.token = Some(token.to_string().into());
+    config.auth_info.token = token.map(|t| t.to_string().into());
     config.default_namespace = "default".to_string();
+    config.default_retry = false;
     kube::Client::try_from(config).expect("a plain-HTTP kube client needs no TLS setup")
 }
 

@@ -37,7 +37,8 @@ use serde_json::{Map, Value, json};
 
 use super::registry::{BuiltInKind, ResourceType, Schema};
 
-/// The protobuf media type kubectl (client-go discovery) asks for.
+/// The protobuf media type kubectl (client-go discovery) asks for in `Accept`. Answer with
+/// [`PROTOBUF_CONTENT_TYPE`], not this, as the `Content-Type`.
 pub const PROTOBUF_MEDIA_TYPE: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
 
 /// The `Content-Type` to answer a protobuf request with. Not [`PROTOBUF_MEDIA_TYPE`]: `@` is
@@ -46,9 +47,6 @@ pub const PROTOBUF_MEDIA_TYPE: &str = "application/com.github.proto-openapi.spec
 /// InternalError. The real server answers with this spelling for both request spellings.
 pub const PROTOBUF_CONTENT_TYPE: &str =
     "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
-
-/// The other spelling of the same encoding, which newer clients ask for.
-const LEGACY_PROTOBUF_MEDIA_TYPE: &str = PROTOBUF_CONTENT_TYPE;
 
 /// The Kubernetes version whose built-in schemas are published (k8s-openapi's `v1_33`).
 const KUBERNETES_VERSION: &str = "v1.33.0";
@@ -199,7 +197,7 @@ pub fn wants_protobuf(accept: &str) -> bool {
             continue;
         }
         let (specificity, protobuf) = match media.as_str() {
-            PROTOBUF_MEDIA_TYPE | LEGACY_PROTOBUF_MEDIA_TYPE => (2, true),
+            PROTOBUF_MEDIA_TYPE | PROTOBUF_CONTENT_TYPE => (2, true),
             "application/json" => (2, false),
             "application/*" => (1, false),
             "*/*" => (0, false),

@@ -1,0 +1,193 @@
+//! Fault injection of the in-memory API server, through the library API and the `/_inmem/`
+//! control endpoint. In-memory only by nature.
+
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::core::ObjectMeta;
+use serde_json::json;
+use testkit::apiserver::{ApiServer, Config, FaultAction, FaultMatch, FaultSpec, UserInfo};
+
+fn lease(name: &str) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("x".into()),
+            ..LeaseSpec::default()
+        }),
+    }
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> u16 {
+    match r {
+        Ok(_) => 200,
+        Err(kube::Error::Api(s)) => s.code,
+        Err(other) => panic!("unexpected error {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn error_rules_answer_with_status_and_retry_after_then_expire() -> anyhow::Result<()> {
+    let server = ApiServer::start(Config::default()).await?;
+    let leases: Api<Lease> = Api::namespaced(server.admin_client(), "default");
+    server.faults().add(FaultSpec {
+        matcher: FaultMatch {
+            verb: Some("list".into()),
+            resource: Some("leases".into()),
+            ..FaultMatch::default()
+        },
+        action: FaultAction::Error {
+            code: 429,
+            retry_after: Some(3),
+        },
+        times: Some(2),
+    });
+    // The raw response carries Retry-After, as the real server's priority-and-fairness does.
+    let req = http::Request::get("/apis/coordination.k8s.io/v1/namespaces/default/leases")
+        .body(Vec::new())?;
+    let resp = server.admin_client().send(req.map(Into::into)).await?;
+    assert_eq!(resp.status().as_u16(), 429);
+    assert_eq!(resp.headers().get("retry-after").map(|v| v.to_str().unwrap_or_default()), Some("3"));
+    // One use left, then the rule is gone; other verbs were never affected.
+    assert_eq!(code(leases.create(&PostParams::default(), &lease("a")).await), 200);
+    assert_eq!(code(leases.list(&ListParams::default()).await), 429);
+    assert_eq!(code(leases.list(&ListParams::default()).await), 200);
+    assert!(server.faults().list().is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn latency_rule_delays_matching_requests() -> anyhow::Result<()> {
+    let server = ApiServer::start(Config::default()).await?;
+    let leases: Api<Lease> = Api::namespaced(server.admin_client(), "default");
+    server.faults().add(FaultSpec {
+        matcher: FaultMatch::default(),
+        action: FaultAction::LatencyMs(250),
+        times: Some(1),
+    });
+    let started = Instant::now();
+    leases.list(&ListParams::default()).await?;
+    // A lower bound only: the injected delay must have been applied.
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    Ok(())
+}
+
+#[tokio::test]
+async fn partition_cuts_off_one_client_while_others_are_served() -> anyhow::Result<()> {
+    let server = ApiServer::start(Config::default()).await?;
+    let cut_token = server.service_account_token("default", "cut-off");
+    let cut: Api<Lease> = Api::namespaced(server.client(&cut_token), "default");
+    let healthy: Api<Lease> = Api::namespaced(server.admin_client(), "default");
+    let created = healthy.create(&PostParams::default(), &lease("p")).await?;
+
+    // The cut-off client has a watch open before the partition.
+    let watch = cut
+        .watch(
+            &WatchParams::default().timeout(60),
+            created.metadata.resource_version.as_deref().unwrap_or_default(),
+        )
+        .await?;
+    let mut watch = Box::pin(watch);
+
+    let rule = server
+        .faults()
+        .partition_user(&UserInfo::service_account("default", "cut-off").name);
+
+    // Its requests hang...
+    let pending = tokio::spawn({
+        let cut = cut.clone();
+        async move { cut.get("p").await }
+    });
+    server.faults().wait_hung(2).await; // the open watch and the new request
+    // ...while the other client is served, and its write does not reach the cut-off watch.
+    healthy
+        .patch("p", &PatchParams::default(), &Patch::Merge(json!({"spec": {"holderIdentity": "y"}})))
+        .await?;
+    assert!(!pending.is_finished());
+
+    // Healing closes the silent watch without delivering what happened meanwhile, and the
+    // hung request is lost with its connection.
+    assert!(server.faults().remove(rule));
+    assert!(watch.try_next().await.ok().flatten().is_none());
+    assert!(pending.await?.is_err());
+    // Afterwards the client is served again.
+    assert_eq!(cut.get("p").await?.spec.and_then(|s| s.holder_identity).as_deref(), Some("y"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn drop_watches_ends_every_open_watch() -> anyhow::Result<()> {
+    let server = ApiServer::start(Config::default()).await?;
+    let leases: Api<Lease> = Api::namespaced(server.admin_client(), "default");
+    let created = leases.create(&PostParams::default(), &lease("d")).await?;
+    let stream = leases
+        .watch(
+            &WatchParams::default().timeout(60),
+            created.metadata.resource_version.as_deref().unwrap_or_default(),
+        )
+        .await?;
+    let mut stream = Box::pin(stream);
+    leases
+        .patch("d", &PatchParams::default(), &Patch::Merge(json!({"spec": {"holderIdentity": "z"}})))
+        .await?;
+    assert!(matches!(stream.try_next().await?, Some(WatchEvent::Modified(_))));
+    server.faults().drop_watches();
+    assert!(stream.try_next().await.ok().flatten().is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn control_endpoint_adds_lists_and_removes_rules() -> anyhow::Result<()> {
+    let server = ApiServer::start(Config::default()).await?;
+    let client = server.admin_client();
+    let add = http::Request::post("/_inmem/faults")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&json!({
+            "match": {"user_agent": "no-such-agent"},
+            "action": {"error": {"code": 503}}
+        }))?)?;
+    let added: serde_json::Value = client.request(add).await?;
+    let id = added["id"].as_u64().expect("rule id");
+    let list: serde_json::Value = client
+        .request(http::Request::get("/_inmem/faults").body(Vec::new())?)
+        .await?;
+    assert_eq!(list[0]["id"].as_u64(), Some(id));
+    assert_eq!(list[0]["action"], json!({"error": {"code": 503}}));
+
+    let bad = http::Request::post("/_inmem/faults")
+        .header("content-type", "application/json")
+        .body(b"{\"action\": \"explode\"}".to_vec())?;
+    assert_eq!(code(client.request::<serde_json::Value>(bad).await), 400);
+
+    let removed: serde_json::Value = client
+        .request(http::Request::delete(format!("/_inmem/faults/{id}")).body(Vec::new())?)
+        .await?;
+    assert_eq!(removed["removed"].as_u64(), Some(id));
+    assert!(server.faults().list().is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn audit_log_records_who_did_what() -> anyhow::Result<()> {
+    let server = ApiServer::start(Config::default()).await?;
+    let token = server.service_account_token("default", "writer");
+    let leases: Api<Lease> = Api::namespaced(server.client(&token), "default");
+    leases.create(&PostParams::default(), &lease("audited")).await?;
+    let _ = leases.create(&PostParams::default(), &lease("audited")).await;
+    let records: Vec<_> = server
+        .audit()
+        .into_iter()
+        .filter(|r| r.user == "system:serviceaccount:default:writer")
+        .collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!(
+        records.iter().map(|r| (r.verb.as_str(), r.resource.as_str(), r.code)).collect::<Vec<_>>(),
+        vec![("create", "leases", 201), ("create", "leases", 409)]
+    );
+    Ok(())
+}
