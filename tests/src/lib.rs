@@ -2,3 +2,5 @@ pub mod apiserver;
 pub mod cli;
 pub mod cluster;
 pub mod fixtures;
+pub mod kubectl;
+pub mod process;

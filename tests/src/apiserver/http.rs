@@ -361,13 +361,9 @@ fn non_resource(state: &State, method: &Method, route: Route, accept: Option<&st
             let doc = openapi::document(&owned);
             if accept.is_some_and(openapi::wants_protobuf) {
                 let mut r = Response::new(Full::new(Bytes::from(openapi::to_protobuf(&doc))).boxed());
-                // kube-openapi answers with the dotted spelling: Go's mime parser (and so
-                // client-go) rejects the `@` of the requested media type.
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
-                    HeaderValue::from_static(
-                        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
-                    ),
+                    HeaderValue::from_static(openapi::PROTOBUF_CONTENT_TYPE),
                 );
                 return r;
             }
@@ -424,16 +420,21 @@ struct RequestContext {
 }
 
 impl RequestContext {
+    /// The request body as JSON; `application/yaml` bodies are accepted like the real server.
     fn json_body(&self) -> Result<Value, ApiError> {
         let media = self.content_type.split(';').next().unwrap_or_default().trim();
-        if !(media.is_empty() || media == "application/json" || media.ends_with("+json")) {
-            return Err(ApiError::unsupported_media_type(media));
-        }
-        serde_json::from_slice(&self.body).map_err(|e| {
+        let malformed = |e: String| {
             ApiError::bad_request(format!(
                 "the object provided is unrecognized or malformed: {e}"
             ))
-        })
+        };
+        if media == "application/yaml" {
+            return serde_yaml::from_slice(&self.body).map_err(|e| malformed(e.to_string()));
+        }
+        if !(media.is_empty() || media == "application/json" || media.ends_with("+json")) {
+            return Err(ApiError::unsupported_media_type(media));
+        }
+        serde_json::from_slice(&self.body).map_err(|e| malformed(e.to_string()))
     }
 
     fn representation(&self) -> Representation {

@@ -149,7 +149,10 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type})"),
+            // The real server also takes application/vnd.kubernetes.protobuf for built-in
+            // types; this one does not (kubectl's imperative `create <type>` generators send
+            // protobuf; `create -f`/`apply` send JSON).
+            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type})"),
         )
     }
 
