@@ -17,7 +17,9 @@ use crate::apiserver::{ApiServer, Config};
 pub enum Backend {
     InMemory(ApiServer),
     /// A real cluster from `KUBECONFIG`.
-    Real { kubeconfig: PathBuf },
+    Real {
+        kubeconfig: PathBuf,
+    },
 }
 
 /// A cluster and a fresh namespace for one test.
@@ -68,7 +70,14 @@ impl TestCluster {
         let (backend, client, kubeconfig, dir) = if use_real_cluster() {
             let path = PathBuf::from(std::env::var_os("KUBECONFIG").unwrap_or_default());
             let client = kube::Client::try_default().await?;
-            (Backend::Real { kubeconfig: path.clone() }, client, path, None)
+            (
+                Backend::Real {
+                    kubeconfig: path.clone(),
+                },
+                client,
+                path,
+                None,
+            )
         } else {
             let server = ApiServer::start(config).await?;
             let dir = TempDir::new("inmem-kubeconfig")?;

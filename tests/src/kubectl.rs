@@ -39,7 +39,11 @@ impl Kubectl {
             .arg(&self.kubeconfig)
             .args(args)
             // Keep kubectl's cache out of the user's home and away from other tests.
-            .env("KUBECACHEDIR", std::env::temp_dir().join(format!("kubectl-cache-{}", uuid::Uuid::new_v4().simple())))
+            .env(
+                "KUBECACHEDIR",
+                std::env::temp_dir()
+                    .join(format!("kubectl-cache-{}", uuid::Uuid::new_v4().simple())),
+            )
             .kill_on_drop(true);
         cmd
     }

@@ -52,9 +52,17 @@ async fn error_rules_answer_with_status_and_retry_after_then_expire() -> anyhow:
         .body(Vec::new())?;
     let resp = server.admin_client().send(req.map(Into::into)).await?;
     assert_eq!(resp.status().as_u16(), 429);
-    assert_eq!(resp.headers().get("retry-after").map(|v| v.to_str().unwrap_or_default()), Some("3"));
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or_default()),
+        Some("3")
+    );
     // One use left, then the rule is gone; other verbs were never affected.
-    assert_eq!(code(leases.create(&PostParams::default(), &lease("a")).await), 200);
+    assert_eq!(
+        code(leases.create(&PostParams::default(), &lease("a")).await),
+        200
+    );
     assert_eq!(code(leases.list(&ListParams::default()).await), 429);
     assert_eq!(code(leases.list(&ListParams::default()).await), 200);
     assert!(server.faults().list().is_empty());
@@ -89,7 +97,11 @@ async fn partition_cuts_off_one_client_while_others_are_served() -> anyhow::Resu
     let watch = cut
         .watch(
             &WatchParams::default().timeout(60),
-            created.metadata.resource_version.as_deref().unwrap_or_default(),
+            created
+                .metadata
+                .resource_version
+                .as_deref()
+                .unwrap_or_default(),
         )
         .await?;
     let mut watch = Box::pin(watch);
@@ -106,7 +118,11 @@ async fn partition_cuts_off_one_client_while_others_are_served() -> anyhow::Resu
     server.faults().wait_hung(2).await; // the open watch and the new request
     // ...while the other client is served, and its write does not reach the cut-off watch.
     healthy
-        .patch("p", &PatchParams::default(), &Patch::Merge(json!({"spec": {"holderIdentity": "y"}})))
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"holderIdentity": "y"}})),
+        )
         .await?;
     assert!(!pending.is_finished());
 
@@ -116,7 +132,14 @@ async fn partition_cuts_off_one_client_while_others_are_served() -> anyhow::Resu
     assert!(watch.try_next().await.ok().flatten().is_none());
     assert!(pending.await?.is_err());
     // Afterwards the client is served again.
-    assert_eq!(cut.get("p").await?.spec.and_then(|s| s.holder_identity).as_deref(), Some("y"));
+    assert_eq!(
+        cut.get("p")
+            .await?
+            .spec
+            .and_then(|s| s.holder_identity)
+            .as_deref(),
+        Some("y")
+    );
     Ok(())
 }
 
@@ -128,14 +151,25 @@ async fn drop_watches_ends_every_open_watch() -> anyhow::Result<()> {
     let stream = leases
         .watch(
             &WatchParams::default().timeout(60),
-            created.metadata.resource_version.as_deref().unwrap_or_default(),
+            created
+                .metadata
+                .resource_version
+                .as_deref()
+                .unwrap_or_default(),
         )
         .await?;
     let mut stream = Box::pin(stream);
     leases
-        .patch("d", &PatchParams::default(), &Patch::Merge(json!({"spec": {"holderIdentity": "z"}})))
+        .patch(
+            "d",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"holderIdentity": "z"}})),
+        )
         .await?;
-    assert!(matches!(stream.try_next().await?, Some(WatchEvent::Modified(_))));
+    assert!(matches!(
+        stream.try_next().await?,
+        Some(WatchEvent::Modified(_))
+    ));
     server.faults().drop_watches();
     assert!(stream.try_next().await.ok().flatten().is_none());
     Ok(())
@@ -177,8 +211,12 @@ async fn audit_log_records_who_did_what() -> anyhow::Result<()> {
     let server = ApiServer::start(Config::default()).await?;
     let token = server.service_account_token("default", "writer");
     let leases: Api<Lease> = Api::namespaced(server.client(&token), "default");
-    leases.create(&PostParams::default(), &lease("audited")).await?;
-    let _ = leases.create(&PostParams::default(), &lease("audited")).await;
+    leases
+        .create(&PostParams::default(), &lease("audited"))
+        .await?;
+    let _ = leases
+        .create(&PostParams::default(), &lease("audited"))
+        .await;
     let records: Vec<_> = server
         .audit()
         .into_iter()
@@ -186,7 +224,10 @@ async fn audit_log_records_who_did_what() -> anyhow::Result<()> {
         .collect();
     assert_eq!(records.len(), 2);
     assert_eq!(
-        records.iter().map(|r| (r.verb.as_str(), r.resource.as_str(), r.code)).collect::<Vec<_>>(),
+        records
+            .iter()
+            .map(|r| (r.verb.as_str(), r.resource.as_str(), r.code))
+            .collect::<Vec<_>>(),
         vec![("create", "leases", 201), ("create", "leases", 409)]
     );
     Ok(())

@@ -70,10 +70,18 @@ async fn unknown_token_is_401_and_anonymous_is_403() -> anyhow::Result<()> {
     let leases: Api<Lease> = Api::namespaced(bad, "default");
     assert_eq!(status_code(leases.list(&ListParams::default()).await), 401);
 
-    let anonymous: Api<Lease> = Api::namespaced(testkit::apiserver::client_for(&server.url(), None), "default");
+    let anonymous: Api<Lease> = Api::namespaced(
+        testkit::apiserver::client_for(&server.url(), None),
+        "default",
+    );
     let err = leases_err(anonymous.list(&ListParams::default()).await);
     assert_eq!(err.code, 403);
-    assert!(err.message.contains("User \"system:anonymous\" cannot list resource \"leases\""), "{}", err.message);
+    assert!(
+        err.message
+            .contains("User \"system:anonymous\" cannot list resource \"leases\""),
+        "{}",
+        err.message
+    );
     Ok(())
 }
 
@@ -92,13 +100,23 @@ async fn role_with_resource_names_limits_a_service_account_to_one_lease() -> any
     let leases: Api<Lease> = Api::namespaced(server.client(&token), "default");
 
     // create is allowed for any name; get/update/patch only for my-lease.
-    leases.create(&PostParams::default(), &lease("my-lease")).await?;
-    let mine = leases.get("my-lease").await?;
-    leases.replace("my-lease", &PostParams::default(), &mine).await?;
     leases
-        .patch("my-lease", &PatchParams::default(), &Patch::Merge(json!({"spec": {"holderIdentity": "y"}})))
+        .create(&PostParams::default(), &lease("my-lease"))
         .await?;
-    leases.create(&PostParams::default(), &lease("other")).await?;
+    let mine = leases.get("my-lease").await?;
+    leases
+        .replace("my-lease", &PostParams::default(), &mine)
+        .await?;
+    leases
+        .patch(
+            "my-lease",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"holderIdentity": "y"}})),
+        )
+        .await?;
+    leases
+        .create(&PostParams::default(), &lease("other"))
+        .await?;
     let err = leases_err(leases.get("other").await);
     assert_eq!((err.code, err.reason.as_str()), (403, "Forbidden"));
     assert_eq!(
@@ -108,16 +126,30 @@ async fn role_with_resource_names_limits_a_service_account_to_one_lease() -> any
 
     // A watch or list pinned to the name by fieldSelector is authorized for that name...
     let stream = leases
-        .watch(&WatchParams::default().fields("metadata.name=my-lease").timeout(1), "0")
+        .watch(
+            &WatchParams::default()
+                .fields("metadata.name=my-lease")
+                .timeout(1),
+            "0",
+        )
         .await;
     assert!(stream.is_ok(), "watch of my-lease must be allowed");
-    leases.list(&ListParams::default().fields("metadata.name=my-lease")).await?;
+    leases
+        .list(&ListParams::default().fields("metadata.name=my-lease"))
+        .await?;
     // ...but not for all leases.
     assert_eq!(status_code(leases.list(&ListParams::default()).await), 403);
 
     // Other namespaces are out of reach.
     let elsewhere: Api<Lease> = Api::namespaced(server.client(&token), "kube-system");
-    assert_eq!(status_code(elsewhere.create(&PostParams::default(), &lease("my-lease")).await), 403);
+    assert_eq!(
+        status_code(
+            elsewhere
+                .create(&PostParams::default(), &lease("my-lease"))
+                .await
+        ),
+        403
+    );
     Ok(())
 }
 
@@ -127,8 +159,11 @@ async fn cluster_role_binding_and_status_subresource_rules() -> anyhow::Result<(
     let admin = server.admin_client();
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(admin.clone());
-    crds.create(&PostParams::default(), &serde_json::from_value(testkit::fixtures::newresource_crd())?)
-        .await?;
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(testkit::fixtures::newresource_crd())?,
+    )
+    .await?;
     let role: ClusterRole = serde_json::from_value(json!({
         "metadata": {"name": "newresource-controller"},
         "rules": [
@@ -136,13 +171,17 @@ async fn cluster_role_binding_and_status_subresource_rules() -> anyhow::Result<(
             {"apiGroups": ["apps.newresource.com"], "resources": ["newresources/status"], "verbs": ["update", "patch"]}
         ]
     }))?;
-    Api::<ClusterRole>::all(admin.clone()).create(&PostParams::default(), &role).await?;
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &role)
+        .await?;
     let binding: ClusterRoleBinding = serde_json::from_value(json!({
         "metadata": {"name": "newresource-controller"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "newresource-controller"},
         "subjects": [{"kind": "ServiceAccount", "name": "controller", "namespace": "system"}]
     }))?;
-    Api::<ClusterRoleBinding>::all(admin.clone()).create(&PostParams::default(), &binding).await?;
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await?;
 
     let ar = testkit::fixtures::newresource_api_resource();
     let as_admin: Api<kube::api::DynamicObject> = Api::namespaced_with(admin, "default", &ar);
@@ -151,19 +190,33 @@ async fn cluster_role_binding_and_status_subresource_rules() -> anyhow::Result<(
     as_admin.create(&PostParams::default(), &obj).await?;
 
     let token = server.service_account_token("system", "controller");
-    let as_sa: Api<kube::api::DynamicObject> = Api::namespaced_with(server.client(&token), "default", &ar);
+    let as_sa: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(server.client(&token), "default", &ar);
     as_sa.list(&ListParams::default()).await?;
     as_sa
-        .patch_status("nr", &PatchParams::default(), &Patch::Merge(json!({"status": {"ready": true}})))
+        .patch_status(
+            "nr",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"ready": true}})),
+        )
         .await?;
     // The main resource is read-only for it.
     let err = leases_err(
         as_sa
-            .patch("nr", &PatchParams::default(), &Patch::Merge(json!({"spec": {"foo": "x"}})))
+            .patch(
+                "nr",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"foo": "x"}})),
+            )
             .await,
     );
     assert_eq!(err.code, 403);
-    assert!(err.message.contains("cannot patch resource \"newresources\""), "{}", err.message);
+    assert!(
+        err.message
+            .contains("cannot patch resource \"newresources\""),
+        "{}",
+        err.message
+    );
     Ok(())
 }
 
@@ -175,7 +228,9 @@ async fn groups_and_users_from_tokens() -> anyhow::Result<()> {
         "metadata": {"name": "lease-reader"},
         "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list"]}]
     }))?;
-    Api::<ClusterRole>::all(server.admin_client()).create(&PostParams::default(), &role).await?;
+    Api::<ClusterRole>::all(server.admin_client())
+        .create(&PostParams::default(), &role)
+        .await?;
     let leases: Api<Lease> = Api::all(server.client("alice-token"));
     assert_eq!(status_code(leases.list(&ListParams::default()).await), 403);
     let binding: ClusterRoleBinding = serde_json::from_value(json!({
@@ -188,6 +243,8 @@ async fn groups_and_users_from_tokens() -> anyhow::Result<()> {
         .await?;
     leases.list(&ListParams::default()).await?;
     // Discovery is open to every authenticated user.
-    kube::discovery::Discovery::new(server.client("alice-token")).run().await?;
+    kube::discovery::Discovery::new(server.client("alice-token"))
+        .run()
+        .await?;
     Ok(())
 }

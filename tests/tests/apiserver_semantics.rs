@@ -70,9 +70,9 @@ async fn install_crd(cluster: &TestCluster) -> anyhow::Result<Api<DynamicObject>
     ))
 }
 
-fn newresource(name: &str, foo: &str) -> DynamicObject {
+fn newresource(name: &str, spec_foo: &str) -> DynamicObject {
     let mut obj = DynamicObject::new(name, &newresource_api_resource());
-    obj.data = json!({"spec": {"foo": foo}});
+    obj.data = json!({"spec": {"foo": spec_foo}});
     obj
 }
 
@@ -81,7 +81,9 @@ async fn resource_versions_are_global_and_increasing() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
     let cms: Api<ConfigMap> = Api::namespaced(cluster.client(), cluster.namespace());
-    let a = leases.create(&PostParams::default(), &lease("a", "x")).await?;
+    let a = leases
+        .create(&PostParams::default(), &lease("a", "x"))
+        .await?;
     let cm = cms
         .create(
             &PostParams::default(),
@@ -94,7 +96,9 @@ async fn resource_versions_are_global_and_increasing() -> anyhow::Result<()> {
             },
         )
         .await?;
-    let b = leases.create(&PostParams::default(), &lease("b", "x")).await?;
+    let b = leases
+        .create(&PostParams::default(), &lease("b", "x"))
+        .await?;
     assert!(rv(&a.metadata) < rv(&cm.metadata) && rv(&cm.metadata) < rv(&b.metadata));
     let list = leases.list(&ListParams::default()).await?;
     assert!(rv(&list.metadata_as_object_meta()) >= rv(&b.metadata));
@@ -121,7 +125,9 @@ impl<K: Clone> ListRv for kube::core::ObjectList<K> {
 async fn stale_update_conflicts_and_unconditional_update_succeeds() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
-    let first = leases.create(&PostParams::default(), &lease("l", "a")).await?;
+    let first = leases
+        .create(&PostParams::default(), &lease("l", "a"))
+        .await?;
 
     let mut second = first.clone();
     second.spec.as_mut().unwrap().holder_identity = Some("b".into());
@@ -131,9 +137,18 @@ async fn stale_update_conflicts_and_unconditional_update_succeeds() -> anyhow::R
     // Writing with the old resourceVersion is a 409 Conflict with the real message.
     let mut stale = first.clone();
     stale.spec.as_mut().unwrap().holder_identity = Some("c".into());
-    let status = api_status(leases.replace("l", &PostParams::default(), &stale).await.unwrap_err());
+    let status = api_status(
+        leases
+            .replace("l", &PostParams::default(), &stale)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
-    assert!(status.message.contains("the object has been modified"), "{}", status.message);
+    assert!(
+        status.message.contains("the object has been modified"),
+        "{}",
+        status.message
+    );
     let details = status.details.expect("details");
     assert_eq!(details.name, "l");
     assert_eq!(details.group, "coordination.k8s.io");
@@ -152,25 +167,55 @@ async fn stale_update_conflicts_and_unconditional_update_succeeds() -> anyhow::R
 async fn create_existing_is_already_exists_and_missing_is_not_found() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
-    leases.create(&PostParams::default(), &lease("l", "a")).await?;
-    let status = api_status(leases.create(&PostParams::default(), &lease("l", "a")).await.unwrap_err());
-    assert_eq!((status.code, status.reason.as_str()), (409, "AlreadyExists"));
-    assert_eq!(status.message, "leases.coordination.k8s.io \"l\" already exists");
+    leases
+        .create(&PostParams::default(), &lease("l", "a"))
+        .await?;
+    let status = api_status(
+        leases
+            .create(&PostParams::default(), &lease("l", "a"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (status.code, status.reason.as_str()),
+        (409, "AlreadyExists")
+    );
+    assert_eq!(
+        status.message,
+        "leases.coordination.k8s.io \"l\" already exists"
+    );
 
     let status = api_status(leases.get("missing").await.unwrap_err());
     assert_eq!((status.code, status.reason.as_str()), (404, "NotFound"));
-    assert_eq!(status.message, "leases.coordination.k8s.io \"missing\" not found");
+    assert_eq!(
+        status.message,
+        "leases.coordination.k8s.io \"missing\" not found"
+    );
     assert_eq!(status.details.map(|d| d.name), Some("missing".to_string()));
     assert!(leases.get_opt("missing").await?.is_none());
 
-    let status = api_status(leases.delete("missing", &DeleteParams::default()).await.unwrap_err());
+    let status = api_status(
+        leases
+            .delete("missing", &DeleteParams::default())
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(status.code, 404);
 
     // Writing into a namespace that does not exist is a NotFound for the namespace.
     let elsewhere: Api<Lease> = Api::namespaced(cluster.client(), "no-such-namespace");
-    let status = api_status(elsewhere.create(&PostParams::default(), &lease("l", "a")).await.unwrap_err());
+    let status = api_status(
+        elsewhere
+            .create(&PostParams::default(), &lease("l", "a"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(status.code, 404);
-    assert!(status.message.contains("namespaces \"no-such-namespace\" not found"));
+    assert!(
+        status
+            .message
+            .contains("namespaces \"no-such-namespace\" not found")
+    );
     Ok(())
 }
 
@@ -179,7 +224,9 @@ async fn put_to_missing_lease_creates_it() -> anyhow::Result<()> {
     // Lease's registry strategy allows create-on-update (client-go's old elector relied on it).
     let cluster = TestCluster::start().await?;
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
-    let created = leases.replace("fresh", &PostParams::default(), &lease("fresh", "a")).await?;
+    let created = leases
+        .replace("fresh", &PostParams::default(), &lease("fresh", "a"))
+        .await?;
     assert_eq!(created.spec.unwrap().holder_identity.as_deref(), Some("a"));
     Ok(())
 }
@@ -191,10 +238,17 @@ async fn lease_validation_and_microtime_precision() -> anyhow::Result<()> {
 
     let mut bad = lease("bad", "a");
     bad.spec.as_mut().unwrap().lease_duration_seconds = Some(0);
-    let status = api_status(leases.create(&PostParams::default(), &bad).await.unwrap_err());
+    let status = api_status(
+        leases
+            .create(&PostParams::default(), &bad)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
     assert!(
-        status.message.contains("spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"),
+        status
+            .message
+            .contains("spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"),
         "{}",
         status.message
     );
@@ -206,7 +260,11 @@ async fn lease_validation_and_microtime_precision() -> anyhow::Result<()> {
             .unwrap_err(),
     );
     assert_eq!(status.code, 422);
-    assert!(status.message.contains("RFC 1123 subdomain"), "{}", status.message);
+    assert!(
+        status.message.contains("RFC 1123 subdomain"),
+        "{}",
+        status.message
+    );
 
     // MicroTime keeps microseconds (client-go renews with microsecond renewTime).
     let renew: jiff::Timestamp = "2026-03-04T05:06:07.123456Z".parse()?;
@@ -233,7 +291,9 @@ async fn lease_validation_and_microtime_precision() -> anyhow::Result<()> {
 async fn concurrent_updaters_exactly_one_wins_per_resource_version() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
-    leases.create(&PostParams::default(), &lease("race", "nobody")).await?;
+    leases
+        .create(&PostParams::default(), &lease("race", "nobody"))
+        .await?;
     for round in 0..5 {
         let current = leases.get("race").await?;
         let mut tasks = Vec::new();
@@ -252,7 +312,11 @@ async fn concurrent_updaters_exactly_one_wins_per_resource_version() -> anyhow::
                 Err(e) => assert_eq!(api_status(e).code, 409),
             }
         }
-        assert_eq!(winners.len(), 1, "round {round}: exactly one updater may win");
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: exactly one updater may win"
+        );
         let now = leases.get("race").await?;
         assert_eq!(now.spec, winners[0].spec);
         assert_eq!(rv(&now.metadata), rv(&current.metadata) + 1);
@@ -275,7 +339,9 @@ async fn status_subresource_and_generation_for_custom_resources() -> anyhow::Res
     let mut with_status = created.clone();
     with_status.data["status"] = json!({"ready": true, "observedGeneration": 1});
     with_status.data["spec"] = json!({"foo": "ignored"});
-    let after_status = nrs.replace_status("one", &PostParams::default(), &with_status).await?;
+    let after_status = nrs
+        .replace_status("one", &PostParams::default(), &with_status)
+        .await?;
     assert_eq!(after_status.data["status"]["ready"], json!(true));
     assert_eq!(after_status.data["spec"]["foo"], json!("bar"));
     assert_eq!(after_status.metadata.generation, Some(1));
@@ -284,7 +350,9 @@ async fn status_subresource_and_generation_for_custom_resources() -> anyhow::Res
     let mut spec_change = after_status.clone();
     spec_change.data["spec"]["foo"] = json!("baz");
     spec_change.data["status"] = json!({"ready": false});
-    let after_spec = nrs.replace("one", &PostParams::default(), &spec_change).await?;
+    let after_spec = nrs
+        .replace("one", &PostParams::default(), &spec_change)
+        .await?;
     assert_eq!(after_spec.metadata.generation, Some(2));
     assert_eq!(after_spec.data["status"]["ready"], json!(true));
 
@@ -324,14 +392,26 @@ async fn status_subresource_and_generation_for_custom_resources() -> anyhow::Res
 async fn identical_write_is_a_no_op() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let nrs = install_crd(&cluster).await?;
-    nrs.create(&PostParams::default(), &newresource("same", "bar")).await?;
+    nrs.create(&PostParams::default(), &newresource("same", "bar"))
+        .await?;
     let patched = nrs
-        .patch_status("same", &PatchParams::default(), &Patch::Merge(json!({"status": {"ready": true}})))
+        .patch_status(
+            "same",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"ready": true}})),
+        )
         .await?;
     let again = nrs
-        .patch_status("same", &PatchParams::default(), &Patch::Merge(json!({"status": {"ready": true}})))
+        .patch_status(
+            "same",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"ready": true}})),
+        )
         .await?;
-    assert_eq!(patched.metadata.resource_version, again.metadata.resource_version);
+    assert_eq!(
+        patched.metadata.resource_version,
+        again.metadata.resource_version
+    );
     Ok(())
 }
 
@@ -339,36 +419,64 @@ async fn identical_write_is_a_no_op() -> anyhow::Result<()> {
 async fn patches_merge_json_and_strategic() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
-    let created = leases.create(&PostParams::default(), &lease("p", "a")).await?;
+    let created = leases
+        .create(&PostParams::default(), &lease("p", "a"))
+        .await?;
 
     let merged = leases
-        .patch("p", &PatchParams::default(), &Patch::Merge(json!({"spec": {"holderIdentity": "b"}})))
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"holderIdentity": "b"}})),
+        )
         .await?;
-    assert_eq!(merged.spec.as_ref().unwrap().holder_identity.as_deref(), Some("b"));
-    assert_eq!(merged.spec.as_ref().unwrap().lease_duration_seconds, Some(15));
+    assert_eq!(
+        merged.spec.as_ref().unwrap().holder_identity.as_deref(),
+        Some("b")
+    );
+    assert_eq!(
+        merged.spec.as_ref().unwrap().lease_duration_seconds,
+        Some(15)
+    );
 
     let ops: json_patch::Patch = serde_json::from_value(json!([
         {"op": "test", "path": "/spec/holderIdentity", "value": "b"},
         {"op": "replace", "path": "/spec/holderIdentity", "value": "c"}
     ]))?;
-    let jsoned = leases.patch("p", &PatchParams::default(), &Patch::<()>::Json(ops)).await?;
-    assert_eq!(jsoned.spec.as_ref().unwrap().holder_identity.as_deref(), Some("c"));
+    let jsoned = leases
+        .patch("p", &PatchParams::default(), &Patch::<()>::Json(ops))
+        .await?;
+    assert_eq!(
+        jsoned.spec.as_ref().unwrap().holder_identity.as_deref(),
+        Some("c")
+    );
 
     let failed_test: json_patch::Patch = serde_json::from_value(json!([
         {"op": "test", "path": "/spec/holderIdentity", "value": "nope"}
     ]))?;
     let status = api_status(
         leases
-            .patch("p", &PatchParams::default(), &Patch::<()>::Json(failed_test))
+            .patch(
+                "p",
+                &PatchParams::default(),
+                &Patch::<()>::Json(failed_test),
+            )
             .await
             .unwrap_err(),
     );
     assert_eq!(status.code, 422);
 
     let strategic = leases
-        .patch("p", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"holderIdentity": "d"}})))
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"holderIdentity": "d"}})),
+        )
         .await?;
-    assert_eq!(strategic.spec.as_ref().unwrap().holder_identity.as_deref(), Some("d"));
+    assert_eq!(
+        strategic.spec.as_ref().unwrap().holder_identity.as_deref(),
+        Some("d")
+    );
 
     // A resourceVersion in a patch is a precondition.
     let status = api_status(
@@ -385,11 +493,16 @@ async fn patches_merge_json_and_strategic() -> anyhow::Result<()> {
 
     // Custom resources refuse strategic merge patch, as the real server does.
     let nrs = install_crd(&cluster).await?;
-    nrs.create(&PostParams::default(), &newresource("s", "bar")).await?;
+    nrs.create(&PostParams::default(), &newresource("s", "bar"))
+        .await?;
     let status = api_status(
-        nrs.patch("s", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"foo": "x"}})))
-            .await
-            .unwrap_err(),
+        nrs.patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"foo": "x"}})),
+        )
+        .await
+        .unwrap_err(),
     );
     assert_eq!(status.code, 415);
     Ok(())
@@ -401,17 +514,40 @@ async fn list_selectors_and_pagination() -> anyhow::Result<()> {
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
     for i in 0..7 {
         let mut l = lease(&format!("l{i}"), "a");
-        l.metadata.labels = Some([("parity".to_string(), (if i % 2 == 0 { "even" } else { "odd" }).to_string())].into());
+        l.metadata.labels = Some(
+            [(
+                "parity".to_string(),
+                (if i % 2 == 0 { "even" } else { "odd" }).to_string(),
+            )]
+            .into(),
+        );
         leases.create(&PostParams::default(), &l).await?;
     }
-    let even = leases.list(&ListParams::default().labels("parity=even")).await?;
+    let even = leases
+        .list(&ListParams::default().labels("parity=even"))
+        .await?;
     assert_eq!(even.items.len(), 4);
-    let odd = leases.list(&ListParams::default().labels("parity in (odd),parity!=even")).await?;
+    let odd = leases
+        .list(&ListParams::default().labels("parity in (odd),parity!=even"))
+        .await?;
     assert_eq!(odd.items.len(), 3);
-    let one = leases.list(&ListParams::default().fields("metadata.name=l3")).await?;
-    assert_eq!(one.items.iter().map(|l| l.metadata.name.clone().unwrap()).collect::<Vec<_>>(), vec!["l3"]);
+    let one = leases
+        .list(&ListParams::default().fields("metadata.name=l3"))
+        .await?;
+    assert_eq!(
+        one.items
+            .iter()
+            .map(|l| l.metadata.name.clone().unwrap())
+            .collect::<Vec<_>>(),
+        vec!["l3"]
+    );
 
-    let status = api_status(leases.list(&ListParams::default().fields("spec.holderIdentity=a")).await.unwrap_err());
+    let status = api_status(
+        leases
+            .list(&ListParams::default().fields("spec.holderIdentity=a"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(status.code, 400);
 
     let mut names = Vec::new();
@@ -434,28 +570,45 @@ async fn list_selectors_and_pagination() -> anyhow::Result<()> {
 async fn watch_from_resource_version_replays_then_streams() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
-    let created = leases.create(&PostParams::default(), &lease("w", "a")).await?;
+    let created = leases
+        .create(&PostParams::default(), &lease("w", "a"))
+        .await?;
     let start = created.metadata.resource_version.clone().unwrap();
     leases
-        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"holderIdentity": "b"}})))
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"holderIdentity": "b"}})),
+        )
         .await?;
 
     let stream = leases
-        .watch(&WatchParams::default().fields("metadata.name=w").timeout(30), &start)
+        .watch(
+            &WatchParams::default().fields("metadata.name=w").timeout(30),
+            &start,
+        )
         .await?;
     futures::pin_mut!(stream);
     // The change made before the watch started is replayed...
     match stream.try_next().await? {
-        Some(WatchEvent::Modified(l)) => assert_eq!(l.spec.unwrap().holder_identity.as_deref(), Some("b")),
+        Some(WatchEvent::Modified(l)) => {
+            assert_eq!(l.spec.unwrap().holder_identity.as_deref(), Some("b"))
+        }
         other => panic!("expected MODIFIED, got {other:?}"),
     }
     // ...and later ones stream in order, ending with DELETED.
     leases
-        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"holderIdentity": "c"}})))
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"holderIdentity": "c"}})),
+        )
         .await?;
     leases.delete("w", &DeleteParams::default()).await?;
     match stream.try_next().await? {
-        Some(WatchEvent::Modified(l)) => assert_eq!(l.spec.unwrap().holder_identity.as_deref(), Some("c")),
+        Some(WatchEvent::Modified(l)) => {
+            assert_eq!(l.spec.unwrap().holder_identity.as_deref(), Some("c"))
+        }
         other => panic!("expected MODIFIED, got {other:?}"),
     }
     match stream.try_next().await? {
@@ -469,8 +622,12 @@ async fn watch_from_resource_version_replays_then_streams() -> anyhow::Result<()
 async fn watch_without_resource_version_starts_with_current_state() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
-    leases.create(&PostParams::default(), &lease("existing", "a")).await?;
-    let stream = leases.watch(&WatchParams::default().timeout(30), "0").await?;
+    leases
+        .create(&PostParams::default(), &lease("existing", "a"))
+        .await?;
+    let stream = leases
+        .watch(&WatchParams::default().timeout(30), "0")
+        .await?;
     futures::pin_mut!(stream);
     match stream.try_next().await? {
         Some(WatchEvent::Added(l)) => assert_eq!(l.metadata.name.as_deref(), Some("existing")),
@@ -494,7 +651,11 @@ async fn watch_selector_turns_non_matching_changes_into_deleted() -> anyhow::Res
         .await?;
     futures::pin_mut!(stream);
     leases
-        .patch("sel", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"role": "other"}}})))
+        .patch(
+            "sel",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"role": "other"}}})),
+        )
         .await?;
     match stream.try_next().await? {
         Some(WatchEvent::Deleted(l)) => assert_eq!(l.metadata.name.as_deref(), Some("sel")),
@@ -516,14 +677,23 @@ async fn too_old_resource_version_is_410_expired() -> anyhow::Result<()> {
         return Ok(());
     }
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
-    let first = leases.create(&PostParams::default(), &lease("old", "a")).await?;
+    let first = leases
+        .create(&PostParams::default(), &lease("old", "a"))
+        .await?;
     for i in 0..5 {
         leases
-            .patch("old", &PatchParams::default(), &Patch::Merge(json!({"spec": {"holderIdentity": format!("h{i}")}})))
+            .patch(
+                "old",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"holderIdentity": format!("h{i}")}})),
+            )
             .await?;
     }
     let stream = leases
-        .watch(&WatchParams::default(), first.metadata.resource_version.as_deref().unwrap())
+        .watch(
+            &WatchParams::default(),
+            first.metadata.resource_version.as_deref().unwrap(),
+        )
         .await?;
     futures::pin_mut!(stream);
     match stream.try_next().await? {
@@ -548,7 +718,9 @@ async fn bookmarks_carry_progress() -> anyhow::Result<()> {
         return Ok(());
     };
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
-    let created = leases.create(&PostParams::default(), &lease("b", "a")).await?;
+    let created = leases
+        .create(&PostParams::default(), &lease("b", "a"))
+        .await?;
     let stream = leases
         .watch(
             &WatchParams::default().timeout(30),
@@ -570,12 +742,16 @@ async fn bookmarks_carry_progress() -> anyhow::Result<()> {
 async fn kube_runtime_watcher_sees_every_change() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
-    leases.create(&PostParams::default(), &lease("before", "a")).await?;
+    leases
+        .create(&PostParams::default(), &lease("before", "a"))
+        .await?;
     let events = watcher(leases.clone(), watcher::Config::default()).boxed();
     let mut objects = events.applied_objects();
     let first = objects.try_next().await?.expect("object");
     assert_eq!(first.metadata.name.as_deref(), Some("before"));
-    leases.create(&PostParams::default(), &lease("after", "a")).await?;
+    leases
+        .create(&PostParams::default(), &lease("after", "a"))
+        .await?;
     let second = objects.try_next().await?.expect("object");
     assert_eq!(second.metadata.name.as_deref(), Some("after"));
     Ok(())
@@ -591,8 +767,12 @@ async fn finalizers_hold_deletion_until_cleared() -> anyhow::Result<()> {
     nrs.delete("fin", &DeleteParams::default()).await?;
     let marked = nrs.get("fin").await?;
     assert!(marked.metadata.deletion_timestamp.is_some());
-    nrs.patch("fin", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
-        .await?;
+    nrs.patch(
+        "fin",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await?;
     assert!(nrs.get_opt("fin").await?.is_none());
     Ok(())
 }
@@ -601,7 +781,9 @@ async fn finalizers_hold_deletion_until_cleared() -> anyhow::Result<()> {
 async fn delete_preconditions_are_checked() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
-    let created = leases.create(&PostParams::default(), &lease("d", "a")).await?;
+    let created = leases
+        .create(&PostParams::default(), &lease("d", "a"))
+        .await?;
     let wrong = DeleteParams {
         preconditions: Some(Preconditions {
             resource_version: Some("1".into()),
@@ -627,18 +809,30 @@ async fn delete_preconditions_are_checked() -> anyhow::Result<()> {
 async fn crd_lifecycle_serves_and_removes_custom_resources() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let nrs = install_crd(&cluster).await?;
-    nrs.create(&PostParams::default(), &newresource("a", "x")).await?;
-    let discovery = kube::discovery::Discovery::new(cluster.client()).run().await?;
+    nrs.create(&PostParams::default(), &newresource("a", "x"))
+        .await?;
+    let discovery = kube::discovery::Discovery::new(cluster.client())
+        .run()
+        .await?;
     let found = discovery
         .groups()
         .flat_map(|g| g.recommended_resources())
-        .any(|(ar, caps)| ar.kind == "NewResource" && caps.supports_operation(kube::discovery::verbs::WATCH));
-    assert!(found, "discovery lists NewResource after the CRD is created");
+        .any(|(ar, caps)| {
+            ar.kind == "NewResource" && caps.supports_operation(kube::discovery::verbs::WATCH)
+        });
+    assert!(
+        found,
+        "discovery lists NewResource after the CRD is created"
+    );
 
     if cluster.in_memory().is_some() {
         // Deleting the CRD removes its objects and stops serving the resource.
         let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
-        crds.delete("newresources.apps.newresource.com", &DeleteParams::default()).await?;
+        crds.delete(
+            "newresources.apps.newresource.com",
+            &DeleteParams::default(),
+        )
+        .await?;
         let status = api_status(nrs.list(&ListParams::default()).await.unwrap_err());
         assert_eq!(status.code, 404);
     }
@@ -654,8 +848,12 @@ async fn deleting_a_namespace_deletes_its_contents() -> anyhow::Result<()> {
     }
     let namespaces: Api<Namespace> = Api::all(cluster.client());
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
-    leases.create(&PostParams::default(), &lease("gone", "a")).await?;
-    namespaces.delete(cluster.namespace(), &DeleteParams::default()).await?;
+    leases
+        .create(&PostParams::default(), &lease("gone", "a"))
+        .await?;
+    namespaces
+        .delete(cluster.namespace(), &DeleteParams::default())
+        .await?;
     assert!(leases.get_opt("gone").await?.is_none());
     assert!(namespaces.get_opt(cluster.namespace()).await?.is_none());
     Ok(())

@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::process::Output;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use testkit::cluster::{TempDir, use_real_cluster};
 use testkit::kubectl::{Kubectl, binaries, describe};
 use testkit::process::ApiServerProcess;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 const LEASE_YAML: &str = "apiVersion: coordination.k8s.io/v1
 kind: Lease
@@ -37,7 +37,10 @@ struct Setup {
 async fn setup(bin: &Path) -> anyhow::Result<Setup> {
     let dir = TempDir::new("kubectl-test")?;
     let (server, kubeconfig) = if use_real_cluster() {
-        (None, std::path::PathBuf::from(std::env::var_os("KUBECONFIG").unwrap_or_default()))
+        (
+            None,
+            std::path::PathBuf::from(std::env::var_os("KUBECONFIG").unwrap_or_default()),
+        )
     } else {
         let server = ApiServerProcess::spawn(
             Path::new(env!("CARGO_BIN_EXE_inmem-apiserver")),
@@ -49,11 +52,18 @@ async fn setup(bin: &Path) -> anyhow::Result<Setup> {
         (Some(server), path)
     };
     let kubectl = Kubectl::new(bin, &kubeconfig);
-    let namespace = format!("kubectl-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let namespace = format!(
+        "kubectl-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     // `create -f` rather than `create namespace`: the imperative generators send protobuf,
     // which the in-memory server does not decode.
-    let manifest = format!("{{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{{\"name\":\"{namespace}\"}}}}");
-    let created = kubectl.run_with_stdin(&["create", "-f", "-"], &manifest).await?;
+    let manifest = format!(
+        "{{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{{\"name\":\"{namespace}\"}}}}"
+    );
+    let created = kubectl
+        .run_with_stdin(&["create", "-f", "-"], &manifest)
+        .await?;
     assert!(created.status.success(), "{}", describe(&created));
     Ok(Setup {
         _server: server,
@@ -65,13 +75,21 @@ async fn setup(bin: &Path) -> anyhow::Result<Setup> {
 
 async fn ok(k: &Kubectl, args: &[&str]) -> anyhow::Result<String> {
     let out = k.run(args).await?;
-    assert!(out.status.success(), "kubectl {args:?} failed: {}", describe(&out));
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        describe(&out)
+    );
     Ok(stdout(&out))
 }
 
 async fn ok_stdin(k: &Kubectl, args: &[&str], input: &str) -> anyhow::Result<String> {
     let out = k.run_with_stdin(args, input).await?;
-    assert!(out.status.success(), "kubectl {args:?} failed: {}", describe(&out));
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        describe(&out)
+    );
     Ok(stdout(&out))
 }
 
@@ -82,7 +100,10 @@ async fn lease_workflow_create_get_replace_conflict_watch() -> anyhow::Result<()
         let (k, ns) = (&s.kubectl, s.namespace.as_str());
 
         let created = ok_stdin(k, &["-n", ns, "create", "-f", "-"], LEASE_YAML).await?;
-        assert!(created.contains("lease.coordination.k8s.io/demo created"), "{created}");
+        assert!(
+            created.contains("lease.coordination.k8s.io/demo created"),
+            "{created}"
+        );
 
         let yaml = ok(k, &["-n", ns, "get", "lease", "demo", "-o", "yaml"]).await?;
         assert!(yaml.contains("holderIdentity: pod-a"), "{yaml}");
@@ -90,12 +111,27 @@ async fn lease_workflow_create_get_replace_conflict_watch() -> anyhow::Result<()
         assert!(yaml.contains("uid:"), "{yaml}");
 
         let table = ok(k, &["-n", ns, "get", "leases"]).await?;
-        let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+        let header: Vec<&str> = table
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
         assert_eq!(header, vec!["NAME", "HOLDER", "AGE"], "{table}");
         assert!(table.contains("demo") && table.contains("pod-a"), "{table}");
 
         // `get -w` prints the current row, then a row per change.
-        let mut watch = k.spawn(&["-n", ns, "get", "lease", "demo", "-w", "--output-watch-events", "-o", "json"])?;
+        let mut watch = k.spawn(&[
+            "-n",
+            ns,
+            "get",
+            "lease",
+            "demo",
+            "-w",
+            "--output-watch-events",
+            "-o",
+            "json",
+        ])?;
         let mut lines = BufReader::new(watch.stdout.take().expect("piped stdout")).lines();
         let mut first_event = String::new();
         while !first_event.contains("\"type\"") {
@@ -103,11 +139,31 @@ async fn lease_workflow_create_get_replace_conflict_watch() -> anyhow::Result<()
         }
 
         // A replace with the resourceVersion read before someone else's write fails.
-        ok(k, &["-n", ns, "patch", "lease", "demo", "--type", "merge", "-p", r#"{"spec":{"holderIdentity":"pod-b"}}"#]).await?;
+        ok(
+            k,
+            &[
+                "-n",
+                ns,
+                "patch",
+                "lease",
+                "demo",
+                "--type",
+                "merge",
+                "-p",
+                r#"{"spec":{"holderIdentity":"pod-b"}}"#,
+            ],
+        )
+        .await?;
         let stale = yaml.replace("holderIdentity: pod-a", "holderIdentity: pod-c");
-        let out = k.run_with_stdin(&["-n", ns, "replace", "-f", "-"], &stale).await?;
+        let out = k
+            .run_with_stdin(&["-n", ns, "replace", "-f", "-"], &stale)
+            .await?;
         assert!(!out.status.success());
-        assert!(stderr(&out).contains("the object has been modified"), "{}", describe(&out));
+        assert!(
+            stderr(&out).contains("the object has been modified"),
+            "{}",
+            describe(&out)
+        );
 
         let mut seen = String::new();
         while !seen.contains("MODIFIED") {
@@ -132,16 +188,71 @@ async fn apply_patch_describe_delete_and_validation() -> anyhow::Result<()> {
         assert!(applied.contains("created"), "{applied}");
         let again = ok_stdin(k, &["-n", ns, "apply", "-f", "-"], LEASE_YAML).await?;
         assert!(again.contains("unchanged"), "{again}");
-        let changed = ok_stdin(k, &["-n", ns, "apply", "-f", "-"], &LEASE_YAML.replace("pod-a", "pod-z")).await?;
+        let changed = ok_stdin(
+            k,
+            &["-n", ns, "apply", "-f", "-"],
+            &LEASE_YAML.replace("pod-a", "pod-z"),
+        )
+        .await?;
         assert!(changed.contains("configured"), "{changed}");
 
-        ok(k, &["-n", ns, "patch", "lease", "demo", "--type", "json", "-p", r#"[{"op":"replace","path":"/spec/holderIdentity","value":"pod-j"}]"#]).await?;
-        ok(k, &["-n", ns, "patch", "lease", "demo", "-p", r#"{"spec":{"leaseDurationSeconds":20}}"#]).await?;
-        let holder = ok(k, &["-n", ns, "get", "lease", "demo", "-o", "jsonpath={.spec.holderIdentity}/{.spec.leaseDurationSeconds}"]).await?;
+        ok(
+            k,
+            &[
+                "-n",
+                ns,
+                "patch",
+                "lease",
+                "demo",
+                "--type",
+                "json",
+                "-p",
+                r#"[{"op":"replace","path":"/spec/holderIdentity","value":"pod-j"}]"#,
+            ],
+        )
+        .await?;
+        ok(
+            k,
+            &[
+                "-n",
+                ns,
+                "patch",
+                "lease",
+                "demo",
+                "-p",
+                r#"{"spec":{"leaseDurationSeconds":20}}"#,
+            ],
+        )
+        .await?;
+        let holder = ok(
+            k,
+            &[
+                "-n",
+                ns,
+                "get",
+                "lease",
+                "demo",
+                "-o",
+                "jsonpath={.spec.holderIdentity}/{.spec.leaseDurationSeconds}",
+            ],
+        )
+        .await?;
         assert_eq!(holder, "pod-j/20");
 
         // An Event about the Lease shows up in describe, as client-go's recorder makes it.
-        let uid = ok(k, &["-n", ns, "get", "lease", "demo", "-o", "jsonpath={.metadata.uid}"]).await?;
+        let uid = ok(
+            k,
+            &[
+                "-n",
+                ns,
+                "get",
+                "lease",
+                "demo",
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ],
+        )
+        .await?;
         let event = format!(
             "apiVersion: v1
 kind: Event
@@ -165,24 +276,48 @@ count: 1
         );
         ok_stdin(k, &["-n", ns, "create", "-f", "-"], &event).await?;
         let described = ok(k, &["-n", ns, "describe", "lease", "demo"]).await?;
-        assert!(described.contains("Holder Identity:") && described.contains("pod-j"), "{described}");
-        assert!(described.contains("LeaderElection") && described.contains("pod-j became leader"), "{described}");
+        assert!(
+            described.contains("Holder Identity:") && described.contains("pod-j"),
+            "{described}"
+        );
+        assert!(
+            described.contains("LeaderElection") && described.contains("pod-j became leader"),
+            "{described}"
+        );
 
         // Client-side validation uses the server's OpenAPI document.
         let bad = LEASE_YAML.replace("leaseDurationSeconds", "leaseDurationSecondz");
-        let out = k.run_with_stdin(&["-n", ns, "create", "-f", "-"], &bad).await?;
+        let out = k
+            .run_with_stdin(&["-n", ns, "create", "-f", "-"], &bad)
+            .await?;
         assert!(!out.status.success());
-        assert!(stderr(&out).contains("unknown field") && stderr(&out).contains("leaseDurationSecondz"), "{}", describe(&out));
+        assert!(
+            stderr(&out).contains("unknown field") && stderr(&out).contains("leaseDurationSecondz"),
+            "{}",
+            describe(&out)
+        );
 
         // Server-side validation: a Lease duration of 0 is invalid.
-        let zero = LEASE_YAML.replace("name: demo", "name: zero").replace("15", "0");
-        let out = k.run_with_stdin(&["-n", ns, "create", "-f", "-"], &zero).await?;
-        assert!(stderr(&out).contains("must be greater than 0"), "{}", describe(&out));
+        let zero = LEASE_YAML
+            .replace("name: demo", "name: zero")
+            .replace("15", "0");
+        let out = k
+            .run_with_stdin(&["-n", ns, "create", "-f", "-"], &zero)
+            .await?;
+        assert!(
+            stderr(&out).contains("must be greater than 0"),
+            "{}",
+            describe(&out)
+        );
 
         let deleted = ok(k, &["-n", ns, "delete", "lease", "demo"]).await?;
         assert!(deleted.contains("deleted"), "{deleted}");
         let out = k.run(&["-n", ns, "get", "lease", "demo"]).await?;
-        assert!(stderr(&out).contains("NotFound") || stderr(&out).contains("not found"), "{}", describe(&out));
+        assert!(
+            stderr(&out).contains("NotFound") || stderr(&out).contains("not found"),
+            "{}",
+            describe(&out)
+        );
     }
     Ok(())
 }
@@ -194,7 +329,17 @@ async fn crd_then_get_newresources() -> anyhow::Result<()> {
         let (k, ns) = (&s.kubectl, s.namespace.as_str());
         let crd = serde_json::to_string(&testkit::fixtures::newresource_crd())?;
         ok_stdin(k, &["apply", "-f", "-"], &crd).await?;
-        ok(k, &["wait", "--for", "condition=established", "crd/newresources.apps.newresource.com", "--timeout=30s"]).await?;
+        ok(
+            k,
+            &[
+                "wait",
+                "--for",
+                "condition=established",
+                "crd/newresources.apps.newresource.com",
+                "--timeout=30s",
+            ],
+        )
+        .await?;
 
         let nr = "apiVersion: apps.newresource.com/v1alpha1
 kind: NewResource
@@ -205,19 +350,44 @@ spec:
 ";
         ok_stdin(k, &["-n", ns, "apply", "-f", "-"], nr).await?;
         let table = ok(k, &["-n", ns, "get", "newresources"]).await?;
-        let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+        let header: Vec<&str> = table
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
         assert_eq!(header, vec!["NAME", "FOO", "READY", "AGE"], "{table}");
-        assert!(table.contains("sample") && table.contains("hello"), "{table}");
-        let short = ok(k, &["-n", ns, "get", "nr", "sample", "-o", "jsonpath={.spec.foo}"]).await?;
+        assert!(
+            table.contains("sample") && table.contains("hello"),
+            "{table}"
+        );
+        let short = ok(
+            k,
+            &[
+                "-n",
+                ns,
+                "get",
+                "nr",
+                "sample",
+                "-o",
+                "jsonpath={.spec.foo}",
+            ],
+        )
+        .await?;
         assert_eq!(short, "hello");
 
         // A wrong type is refused by kubectl's validation with the CRD's published schema.
         let bad = nr.replace("foo: hello", "foo: {nested: 1}");
-        let out = k.run_with_stdin(&["-n", ns, "apply", "-f", "-"], &bad).await?;
+        let out = k
+            .run_with_stdin(&["-n", ns, "apply", "-f", "-"], &bad)
+            .await?;
         assert!(!out.status.success(), "{}", describe(&out));
 
         let resources = ok(k, &["api-resources", "--api-group", "apps.newresource.com"]).await?;
-        assert!(resources.contains("newresources") && resources.contains("nr"), "{resources}");
+        assert!(
+            resources.contains("newresources") && resources.contains("nr"),
+            "{resources}"
+        );
     }
     Ok(())
 }

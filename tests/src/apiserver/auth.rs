@@ -32,7 +32,10 @@ impl UserInfo {
     pub fn admin() -> Self {
         UserInfo {
             name: "admin".to_string(),
-            groups: vec!["system:masters".to_string(), "system:authenticated".to_string()],
+            groups: vec![
+                "system:masters".to_string(),
+                "system:authenticated".to_string(),
+            ],
         }
     }
 
@@ -119,7 +122,10 @@ fn default_non_resource_allowed(user: &UserInfo, verb: &str, path: &str) -> bool
         return false;
     }
     let public = ["/version", "/healthz", "/livez", "/readyz"];
-    if public.iter().any(|p| path == *p || path.starts_with(&format!("{p}/"))) {
+    if public
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    {
         return true;
     }
     let discovery = path == "/api"
@@ -142,8 +148,14 @@ fn strings(v: &Value, key: &str) -> Vec<String> {
 }
 
 fn subject_matches(subject: &Value, user: &UserInfo, binding_namespace: Option<&str>) -> bool {
-    let kind = subject.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let name = subject.get("name").and_then(Value::as_str).unwrap_or_default();
+    let kind = subject
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let name = subject
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     match kind {
         "User" => user.name == name,
         "Group" => user.groups.iter().any(|g| g == name),
@@ -186,10 +198,8 @@ fn rule_allows(rule: &Value, request: &Request) -> bool {
                         .as_ref()
                         .is_some_and(|sub| *r == format!("*/{sub}"))
             });
-            let name_ok = names.is_empty()
-                || name
-                    .as_ref()
-                    .is_some_and(|n| names.iter().any(|x| x == n));
+            let name_ok =
+                names.is_empty() || name.as_ref().is_some_and(|n| names.iter().any(|x| x == n));
             has(&verbs, verb) && has(&groups, group) && resource_ok && name_ok
         }
         Request::NonResource { verb, path } => {
@@ -199,7 +209,8 @@ fn rule_allows(rule: &Value, request: &Request) -> bool {
                 && urls.iter().any(|u| {
                     u == "*"
                         || u == path
-                        || u.strip_suffix('*').is_some_and(|prefix| path.starts_with(prefix))
+                        || u.strip_suffix('*')
+                            .is_some_and(|prefix| path.starts_with(prefix))
                 })
         }
     }
@@ -207,8 +218,14 @@ fn rule_allows(rule: &Value, request: &Request) -> bool {
 
 /// The rules of the role a binding references, as visible from `binding_namespace`.
 fn role_rules(store: &Store, role_ref: &Value, binding_namespace: Option<&str>) -> Vec<Value> {
-    let kind = role_ref.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let name = role_ref.get("name").and_then(Value::as_str).unwrap_or_default();
+    let kind = role_ref
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let name = role_ref
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let (plural, namespace) = match kind {
         "ClusterRole" => ("clusterroles", None),
         "Role" => ("roles", binding_namespace),
@@ -254,7 +271,11 @@ pub fn rbac_allows(store: &Store, user: &UserInfo, request: &Request) -> bool {
         return false;
     };
     for binding in store.all("rbac.authorization.k8s.io", "rolebindings") {
-        if binding.pointer("/metadata/namespace").and_then(Value::as_str) != Some(namespace) {
+        if binding
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            != Some(namespace)
+        {
             continue;
         }
         let subjects = binding.get("subjects").and_then(Value::as_array);

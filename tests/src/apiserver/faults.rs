@@ -93,7 +93,10 @@ impl FaultMatch {
 pub enum Decision {
     Serve,
     Delay(Duration),
-    Fail { code: u16, retry_after: Option<u64> },
+    Fail {
+        code: u16,
+        retry_after: Option<u64>,
+    },
     /// Hang until the rule with this id is gone.
     Hang(u64),
 }

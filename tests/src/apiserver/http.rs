@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::audit::{AuditLog, AuditRecord};
 use super::auth::{self, Authenticator, UserInfo};
 use super::discovery;
-use super::faults::{Decision, Faults, FaultSpec, RequestFacts};
+use super::faults::{Decision, FaultSpec, Faults, RequestFacts};
 use super::openapi;
 use super::registry::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
@@ -64,8 +64,12 @@ fn error_response(err: &ApiError) -> Response<Body> {
 
 /// 404 for a path that names nothing, as the real server's NotFound handler writes it.
 fn path_not_found() -> ApiError {
-    ApiError::new(404, "NotFound", "the server could not find the requested resource")
-        .with_details(json!({}))
+    ApiError::new(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
+    .with_details(json!({}))
 }
 
 /// Query parameters, decoded.
@@ -337,7 +341,12 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
     }
 }
 
-fn non_resource(state: &State, method: &Method, route: Route, accept: Option<&str>) -> Response<Body> {
+fn non_resource(
+    state: &State,
+    method: &Method,
+    route: Route,
+    accept: Option<&str>,
+) -> Response<Body> {
     if method != Method::GET {
         return error_response(&ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({method})"
@@ -360,7 +369,8 @@ fn non_resource(state: &State, method: &Method, route: Route, accept: Option<&st
             let owned: Vec<ResourceType> = types.iter().map(|t| (**t).clone()).collect();
             let doc = openapi::document(&owned);
             if accept.is_some_and(openapi::wants_protobuf) {
-                let mut r = Response::new(Full::new(Bytes::from(openapi::to_protobuf(&doc))).boxed());
+                let mut r =
+                    Response::new(Full::new(Bytes::from(openapi::to_protobuf(&doc))).boxed());
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static(openapi::PROTOBUF_CONTENT_TYPE),
@@ -396,7 +406,11 @@ fn control(state: &State, method: &Method, parts: &[String], body: &Bytes) -> Re
         }
         ("DELETE", ["faults", id]) => match id.parse::<u64>() {
             Ok(id) if state.faults.remove(id) => json_response(200, &json!({"removed": id})),
-            _ => error_response(&ApiError::new(404, "NotFound", format!("no fault rule {id}"))),
+            _ => error_response(&ApiError::new(
+                404,
+                "NotFound",
+                format!("no fault rule {id}"),
+            )),
         },
         ("POST", ["drop-watches"]) => {
             state.faults.drop_watches();
@@ -422,7 +436,12 @@ struct RequestContext {
 impl RequestContext {
     /// The request body as JSON; `application/yaml` bodies are accepted like the real server.
     fn json_body(&self) -> Result<Value, ApiError> {
-        let media = self.content_type.split(';').next().unwrap_or_default().trim();
+        let media = self
+            .content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim();
         let malformed = |e: String| {
             ApiError::bad_request(format!(
                 "the object provided is unrecognized or malformed: {e}"
@@ -447,11 +466,17 @@ fn list_options(rt: &ResourceType, q: &Query) -> Result<ListOptions, ApiError> {
         labels: LabelSelector::parse(q.get("labelSelector").unwrap_or_default())?,
         fields: FieldSelector::parse(q.get("fieldSelector").unwrap_or_default(), rt)?,
         limit: q.get("limit").and_then(|l| l.parse().ok()),
-        continue_token: q.get("continue").filter(|c| !c.is_empty()).map(str::to_string),
+        continue_token: q
+            .get("continue")
+            .filter(|c| !c.is_empty())
+            .map(str::to_string),
     })
 }
 
-async fn resource_request(ctx: &RequestContext, rp: &ResourcePath) -> Result<Response<Body>, ApiError> {
+async fn resource_request(
+    ctx: &RequestContext,
+    rp: &ResourcePath,
+) -> Result<Response<Body>, ApiError> {
     let state = &ctx.state;
     let Some(rt) = state.store.lookup(&rp.group, &rp.version, &rp.plural) else {
         return Err(path_not_found());
@@ -478,7 +503,9 @@ async fn resource_request(ctx: &RequestContext, rp: &ResourcePath) -> Result<Res
 
     if (method == "GET" || method == "HEAD") && ctx.watch {
         if subresource != Subresource::Main {
-            return Err(ApiError::method_not_allowed("watch is not supported on subresources"));
+            return Err(ApiError::method_not_allowed(
+                "watch is not supported on subresources",
+            ));
         }
         return watch(ctx, rt, ns, name);
     }
@@ -563,7 +590,12 @@ async fn resource_request(ctx: &RequestContext, rp: &ResourcePath) -> Result<Res
             Ok(json_response(if created { 201 } else { 200 }, &object))
         }
         ("PATCH", Some(name)) => {
-            let media = ctx.content_type.split(';').next().unwrap_or_default().trim();
+            let media = ctx
+                .content_type
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim();
             let patch = match media {
                 "application/merge-patch+json" => Patch::Merge(ctx.json_body()?),
                 "application/json-patch+json" => Patch::Json(ctx.json_body()?),
@@ -651,7 +683,10 @@ struct WatchFilter {
 impl WatchFilter {
     fn matches(&self, object: &Value) -> bool {
         let ns_ok = self.namespace.as_deref().is_none_or(|ns| {
-            object.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns)
+            object
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                == Some(ns)
         });
         ns_ok && self.labels.matches(object) && self.fields.matches(object)
     }
@@ -679,7 +714,8 @@ impl WatchFilter {
 }
 
 fn watch_line(event: &str, object: Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": event, "object": object})).unwrap_or_default();
+    let mut line =
+        serde_json::to_vec(&json!({"type": event, "object": object})).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
 }
@@ -729,46 +765,49 @@ fn watch(
         .unwrap_or_else(|| Duration::from_secs(1800 + rand::random_range(0..1800)));
     let from: Option<u64> = match ctx.query.get("resourceVersion") {
         None | Some("") | Some("0") => None,
-        Some(rv) => Some(rv.parse().map_err(|_| {
-            ApiError::bad_request(format!("invalid resource version: {rv}"))
-        })?),
+        Some(rv) => Some(
+            rv.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?,
+        ),
     };
 
     // Register before answering so no change between the response and the first event is lost.
-    let (initial, progress, live): (Vec<Value>, u64, broadcast::Receiver<Arc<Change>>) =
-        match from {
-            None => {
-                let (items, rv, live) = state.store.watch_from_now(&rt, namespace);
-                let items = items.into_iter().filter(|o| filter.matches(o)).collect();
-                (items, rv, live)
+    let (initial, progress, live): (Vec<Value>, u64, broadcast::Receiver<Arc<Change>>) = match from
+    {
+        None => {
+            let (items, rv, live) = state.store.watch_from_now(&rt, namespace);
+            let items = items.into_iter().filter(|o| filter.matches(o)).collect();
+            (items, rv, live)
+        }
+        Some(rv) => match state.store.watch(&rt, Some(rv)) {
+            Ok(start) => {
+                return Ok(stream_watch(
+                    state,
+                    ctx,
+                    filter,
+                    repr,
+                    bookmarks,
+                    timeout,
+                    start.replay,
+                    Vec::new(),
+                    rv,
+                    start.live,
+                    false,
+                ));
             }
-            Some(rv) => match state.store.watch(&rt, Some(rv)) {
-                Ok(start) => {
-                    return Ok(stream_watch(
-                        state,
-                        ctx,
-                        filter,
-                        repr,
-                        bookmarks,
-                        timeout,
-                        start.replay,
-                        Vec::new(),
-                        rv,
-                        start.live,
-                        false,
-                    ));
-                }
-                // As the real watch cache does: 200, then one ERROR event with the 410 Status.
-                Err(e) if e.code == 410 => {
-                    let body = watch_line("ERROR", e.to_status());
-                    let mut r = Response::new(Full::new(body).boxed());
-                    r.headers_mut()
-                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                    return Ok(r);
-                }
-                Err(e) => return Err(e),
-            },
-        };
+            // As the real watch cache does: 200, then one ERROR event with the 410 Status.
+            Err(e) if e.code == 410 => {
+                let body = watch_line("ERROR", e.to_status());
+                let mut r = Response::new(Full::new(body).boxed());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                return Ok(r);
+            }
+            Err(e) => return Err(e),
+        },
+    };
     Ok(stream_watch(
         state,
         ctx,
@@ -815,7 +854,11 @@ fn stream_watch(
             )
         };
         for object in initial {
-            if tx.send(watch_line("ADDED", render(&rt, repr, object))).await.is_err() {
+            if tx
+                .send(watch_line("ADDED", render(&rt, repr, object)))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -825,7 +868,10 @@ fn stream_watch(
         for change in replay {
             progress = progress.max(change.resource_version);
             if let Some((event, object)) = filter.translate(&change)
-                && tx.send(watch_line(event.as_str(), render(&rt, repr, object))).await.is_err()
+                && tx
+                    .send(watch_line(event.as_str(), render(&rt, repr, object)))
+                    .await
+                    .is_err()
             {
                 return;
             }
@@ -887,8 +933,10 @@ fn stream_watch(
             .map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), rx))
     });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -900,22 +948,36 @@ mod tests {
     fn routes_follow_the_real_paths() {
         let r = |p: &str| route(p);
         assert_eq!(r("/api"), Route::CoreVersions);
-        assert_eq!(r("/apis/coordination.k8s.io"), Route::Group("coordination.k8s.io".into()));
+        assert_eq!(
+            r("/apis/coordination.k8s.io"),
+            Route::Group("coordination.k8s.io".into())
+        );
         let Route::Resource(rp) = r("/apis/coordination.k8s.io/v1/namespaces/ns1/leases/l1") else {
             panic!("not a resource route");
         };
         assert_eq!(
-            (rp.namespace.as_deref(), rp.plural.as_str(), rp.name.as_deref()),
+            (
+                rp.namespace.as_deref(),
+                rp.plural.as_str(),
+                rp.name.as_deref()
+            ),
             (Some("ns1"), "leases", Some("l1"))
         );
         let Route::Resource(rp) = r("/api/v1/namespaces/ns1/status") else {
             panic!("not a resource route");
         };
         assert_eq!(
-            (rp.namespace, rp.plural.as_str(), rp.name.as_deref(), rp.subresource.as_deref()),
+            (
+                rp.namespace,
+                rp.plural.as_str(),
+                rp.name.as_deref(),
+                rp.subresource.as_deref()
+            ),
             (None, "namespaces", Some("ns1"), Some("status"))
         );
-        let Route::Resource(rp) = r("/apis/apps.newresource.com/v1alpha1/watch/namespaces/a/newresources") else {
+        let Route::Resource(rp) =
+            r("/apis/apps.newresource.com/v1alpha1/watch/namespaces/a/newresources")
+        else {
             panic!("not a resource route");
         };
         assert!(rp.watch_prefix);

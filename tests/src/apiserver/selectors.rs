@@ -88,7 +88,9 @@ impl LabelSelector {
         for part in split_top_level(trimmed) {
             let part = part.trim();
             if part.is_empty() {
-                return Err(bad("found ',', expected: !, identifier, or 'end of string'"));
+                return Err(bad(
+                    "found ',', expected: !, identifier, or 'end of string'",
+                ));
             }
             let req = if let Some(key) = part.strip_prefix('!') {
                 LabelRequirement::DoesNotExist(key.trim().to_string())

@@ -100,10 +100,7 @@ impl ApiError {
 
     /// 422 with one cause per field error, message as `Kind.group "name" is invalid: ...`.
     pub fn invalid(rt: &ResourceType, name: &str, causes: Vec<FieldError>) -> Self {
-        let summary = causes
-            .iter()
-            .map(FieldError::to_string)
-            .collect::<Vec<_>>();
+        let summary = causes.iter().map(FieldError::to_string).collect::<Vec<_>>();
         let summary = if summary.len() == 1 {
             summary[0].clone()
         } else {
@@ -152,7 +149,9 @@ impl ApiError {
             // The real server also takes application/vnd.kubernetes.protobuf for built-in
             // types; this one does not (kubectl's imperative `create <type>` generators send
             // protobuf; `create -f`/`apply` send JSON).
-            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type})"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type})"
+            ),
         )
     }
 

@@ -120,10 +120,13 @@ pub struct Store {
 }
 
 /// Namespaces that exist in every real cluster.
-pub const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 fn now_time() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
@@ -449,7 +452,11 @@ impl Store {
         Ok(())
     }
 
-    fn check_namespace(inner: &Inner, rt: &ResourceType, namespace: Option<&str>) -> Result<(), ApiError> {
+    fn check_namespace(
+        inner: &Inner,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+    ) -> Result<(), ApiError> {
         if !rt.namespaced {
             return Ok(());
         }
@@ -509,7 +516,10 @@ impl Store {
             ));
         }
         Self::check_namespace(inner, rt, namespace)?;
-        let ns_key = namespace.filter(|_| rt.namespaced).unwrap_or_default().to_string();
+        let ns_key = namespace
+            .filter(|_| rt.namespaced)
+            .unwrap_or_default()
+            .to_string();
         if inner
             .objects
             .get(&type_key(rt))
@@ -523,7 +533,13 @@ impl Store {
             m.remove("status");
         }
         // Server-owned metadata.
-        for field in ["deletionTimestamp", "deletionGracePeriodSeconds", "generation", "managedFields", "selfLink"] {
+        for field in [
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "managedFields",
+            "selfLink",
+        ] {
             remove_meta(&mut object, field);
         }
         set_meta(&mut object, "uid", json!(uuid::Uuid::new_v4().to_string()));
@@ -591,7 +607,10 @@ impl Store {
             .filter(|rv| !rv.is_empty())
             .map(str::to_string);
         let Some(current) = Self::get_locked(inner, rt, namespace, name) else {
-            if requested_rv.is_none() && rt.allow_create_on_update && subresource == Subresource::Main {
+            if requested_rv.is_none()
+                && rt.allow_create_on_update
+                && subresource == Subresource::Main
+            {
                 let created = self.create_locked(inner, rt, namespace, object)?;
                 return Ok((created, true));
             }
@@ -644,7 +663,13 @@ impl Store {
             }
         };
         // Server-owned metadata is kept from the stored object.
-        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
             match current.get("metadata").and_then(|m| m.get(field)) {
                 Some(v) => set_meta(&mut next, field, v.clone()),
                 None => remove_meta(&mut next, field),
@@ -679,7 +704,10 @@ impl Store {
         }
         let rv = Self::next_rv(inner);
         set_meta(&mut next, "resourceVersion", json!(rv.to_string()));
-        let ns_key = namespace.filter(|_| rt.namespaced).unwrap_or_default().to_string();
+        let ns_key = namespace
+            .filter(|_| rt.namespaced)
+            .unwrap_or_default()
+            .to_string();
         inner
             .objects
             .entry(type_key(rt))
@@ -720,7 +748,13 @@ impl Store {
                 let ops: json_patch::Patch = serde_json::from_value(p.clone())
                     .map_err(|e| ApiError::bad_request(format!("json: {e}")))?;
                 json_patch::patch(&mut patched, &ops).map_err(|e| {
-                    ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
+                    ApiError::new(
+                        422,
+                        "Invalid",
+                        format!(
+                            "the server rejected our request due to an error in our request: {e}"
+                        ),
+                    )
                 })?;
             }
         }
@@ -779,7 +813,10 @@ impl Store {
             set_meta(&mut next, "deletionGracePeriodSeconds", json!(0));
             let rv = Self::next_rv(&mut inner);
             set_meta(&mut next, "resourceVersion", json!(rv.to_string()));
-            let ns_key = namespace.filter(|_| rt.namespaced).unwrap_or_default().to_string();
+            let ns_key = namespace
+                .filter(|_| rt.namespaced)
+                .unwrap_or_default()
+                .to_string();
             inner
                 .objects
                 .entry(type_key(rt))
@@ -811,7 +848,10 @@ impl Store {
         name: &str,
         last: Option<Value>,
     ) -> Result<Value, ApiError> {
-        let ns_key = namespace.filter(|_| rt.namespaced).unwrap_or_default().to_string();
+        let ns_key = namespace
+            .filter(|_| rt.namespaced)
+            .unwrap_or_default()
+            .to_string();
         let Some(stored) = inner
             .objects
             .get_mut(&type_key(rt))
@@ -838,11 +878,25 @@ impl Store {
 
     /// Side effects of writes on the type system: a namespace takes its contents with it; a
     /// CRD adds, changes or removes a served type (and its objects).
-    fn after_write(&self, inner: &mut Inner, rt: &ResourceType, old: Option<&Value>, new: Option<&Value>) {
+    fn after_write(
+        &self,
+        inner: &mut Inner,
+        rt: &ResourceType,
+        old: Option<&Value>,
+        new: Option<&Value>,
+    ) {
         match (rt.group.as_str(), rt.plural.as_str()) {
             ("", "namespaces") if new.is_none() => {
-                let ns = old.and_then(|o| meta_str(o, "name")).unwrap_or_default().to_string();
-                let types: Vec<Arc<ResourceType>> = inner.types.values().filter(|t| t.namespaced).cloned().collect();
+                let ns = old
+                    .and_then(|o| meta_str(o, "name"))
+                    .unwrap_or_default()
+                    .to_string();
+                let types: Vec<Arc<ResourceType>> = inner
+                    .types
+                    .values()
+                    .filter(|t| t.namespaced)
+                    .cloned()
+                    .collect();
                 let mut seen = std::collections::HashSet::new();
                 for t in types {
                     if !seen.insert(type_key(&t)) {
@@ -851,7 +905,12 @@ impl Store {
                     let names: Vec<String> = inner
                         .objects
                         .get(&type_key(&t))
-                        .map(|m| m.keys().filter(|(n, _)| *n == ns).map(|(_, name)| name.clone()).collect())
+                        .map(|m| {
+                            m.keys()
+                                .filter(|(n, _)| *n == ns)
+                                .map(|(_, name)| name.clone())
+                                .collect()
+                        })
                         .unwrap_or_default();
                     for name in names {
                         let _ = self.remove_locked(inner, &t, Some(&ns), &name, None);
@@ -882,9 +941,10 @@ impl Store {
                 }
                 if let Some(new) = new {
                     for t in crd_types(new) {
-                        inner
-                            .types
-                            .insert((t.group.clone(), t.version.clone(), t.plural.clone()), Arc::new(t));
+                        inner.types.insert(
+                            (t.group.clone(), t.version.clone(), t.plural.clone()),
+                            Arc::new(t),
+                        );
                     }
                 }
             }
@@ -978,13 +1038,25 @@ fn default_status_on_create(rt: &ResourceType, object: &mut Value) {
 /// The served types a CRD object defines: one per `served` version.
 pub fn crd_types(crd: &Value) -> Vec<ResourceType> {
     let spec = crd.get("spec").cloned().unwrap_or(Value::Null);
-    let group = spec.get("group").and_then(Value::as_str).unwrap_or_default();
+    let group = spec
+        .get("group")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let names = spec.get("names").cloned().unwrap_or(Value::Null);
-    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let s = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let list = |v: &Value, k: &str| -> Vec<String> {
         v.get(k)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let kind = s(&names, "kind");
@@ -1050,7 +1122,11 @@ pub fn crd_types(crd: &Value) -> Vec<ResourceType> {
 /// Reads `DeleteOptions.preconditions` from a DELETE body (empty body = none).
 pub fn preconditions_from_body(body: &Value) -> Preconditions {
     let p = body.get("preconditions");
-    let field = |k: &str| p.and_then(|p| p.get(k)).and_then(Value::as_str).map(str::to_string);
+    let field = |k: &str| {
+        p.and_then(|p| p.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
     Preconditions {
         uid: field("uid"),
         resource_version: field("resourceVersion"),

@@ -32,7 +32,9 @@ impl Representation {
                 continue;
             }
             match param("as") {
-                "Table" if param("g") == "meta.k8s.io" && matches!(param("v"), "v1" | "v1beta1") => {
+                "Table"
+                    if param("g") == "meta.k8s.io" && matches!(param("v"), "v1" | "v1beta1") =>
+                {
                     return Representation::Table;
                 }
                 "PartialObjectMetadata" | "PartialObjectMetadataList"
@@ -198,7 +200,10 @@ mod tests {
     #[test]
     fn accept_negotiation_matches_kubectl() {
         let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
-        assert_eq!(Representation::from_accept(Some(kubectl)), Representation::Table);
+        assert_eq!(
+            Representation::from_accept(Some(kubectl)),
+            Representation::Table
+        );
         assert_eq!(
             Representation::from_accept(Some("application/json")),
             Representation::Object

@@ -71,9 +71,9 @@ fn roundtrip_builtin(
     kind: BuiltInKind,
     object: Value,
 ) -> Result<Value, ApiError> {
+    use BuiltInKind as K;
     use k8s_openapi::api;
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
-    use BuiltInKind as K;
     match kind {
         K::Namespace => roundtrip::<api::core::v1::Namespace>(rt, object),
         K::ServiceAccount => roundtrip::<api::core::v1::ServiceAccount>(rt, object),
@@ -165,7 +165,10 @@ fn prune_and_check(schema: &Value, value: &mut Value, path: &str, errors: &mut V
             errors.push(FieldError::invalid(
                 path,
                 value,
-                format!("{path} in body must be of type {t}: \"{}\"", json_type(value)),
+                format!(
+                    "{path} in body must be of type {t}: \"{}\"",
+                    json_type(value)
+                ),
             ));
             return;
         }
@@ -345,7 +348,11 @@ pub fn validate_object(rt: &ResourceType, object: &Value) -> Vec<FieldError> {
                     "must have exactly one version marked as storage version",
                 ));
             }
-            if object.pointer("/spec/scope").and_then(Value::as_str).is_none() {
+            if object
+                .pointer("/spec/scope")
+                .and_then(Value::as_str)
+                .is_none()
+            {
                 errors.push(FieldError::required("spec.scope", ""));
             }
         }
@@ -387,7 +394,12 @@ mod tests {
         assert_eq!(v, json!({"spec": {"foo": "x"}}));
 
         let mut v = json!({"ready": "yes"});
-        prune_and_check(&schema["properties"]["status"], &mut v, "status", &mut errors);
+        prune_and_check(
+            &schema["properties"]["status"],
+            &mut v,
+            "status",
+            &mut errors,
+        );
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].field, "status.ready");
     }

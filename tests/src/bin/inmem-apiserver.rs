@@ -13,7 +13,11 @@ use testkit::apiserver::{ApiServer, Config, UserInfo};
 use testkit::cli;
 
 #[derive(Parser, Debug)]
-#[command(name = "inmem-apiserver", version, about = "In-memory Kubernetes API server for tests and demos")]
+#[command(
+    name = "inmem-apiserver",
+    version,
+    about = "In-memory Kubernetes API server for tests and demos"
+)]
 struct Args {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, env = "INMEM_LISTEN", default_value = "127.0.0.1:0")]
