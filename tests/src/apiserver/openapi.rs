@@ -1055,88 +1055,12 @@ fn schema_to_pb(schema: &Value) -> pb::Schema {
     }
 }
 
-/// Renders a JSON value as block YAML the way gnostic stores extension values. Every string is
-/// double-quoted (JSON escapes are valid YAML escapes), so `yaml.v2`'s YAML 1.1 rules cannot
-/// read `""`, `on` or `1.0` back as anything but strings; `group: ""` must stay a string for
-/// kubectl to accept the core group's group-version-kind.
+/// Renders a JSON value as the YAML text gnostic stores extension values in. JSON is YAML (flow
+/// style) and every JSON string is double-quoted, so `yaml.v2`'s YAML 1.1 rules cannot read
+/// `""`, `on` or `1.0` back as anything but strings: `group: ""` must stay a string for kubectl
+/// to accept the core group's group-version-kind.
 fn to_yaml(value: &Value) -> String {
-    let mut out = String::new();
-    if is_nonempty_collection(value) {
-        write_yaml_block(&mut out, value, 0, false);
-    } else {
-        out.push_str(&yaml_scalar(value));
-        out.push('\n');
-    }
-    out
-}
-
-fn is_nonempty_collection(value: &Value) -> bool {
-    match value {
-        Value::Array(items) => !items.is_empty(),
-        Value::Object(entries) => !entries.is_empty(),
-        _ => false,
-    }
-}
-
-/// Writes a non-empty sequence or mapping whose entries start at `indent`; with
-/// `inline_first` the first entry continues the current line (after `- `).
-fn write_yaml_block(out: &mut String, value: &Value, indent: usize, inline_first: bool) {
-    let pad = " ".repeat(indent);
-    match value {
-        Value::Array(items) => {
-            for (index, item) in items.iter().enumerate() {
-                if index > 0 || !inline_first {
-                    out.push_str(&pad);
-                }
-                out.push('-');
-                write_yaml_child(out, item, indent + 2, true);
-            }
-        }
-        Value::Object(entries) => {
-            for (index, (key, item)) in entries.iter().enumerate() {
-                if index > 0 || !inline_first {
-                    out.push_str(&pad);
-                }
-                out.push_str(&yaml_string(key));
-                out.push(':');
-                write_yaml_child(out, item, indent + 2, false);
-            }
-        }
-        _ => {
-            out.push_str(&yaml_scalar(value));
-            out.push('\n');
-        }
-    }
-}
-
-fn write_yaml_child(out: &mut String, value: &Value, indent: usize, after_dash: bool) {
-    if after_dash && value.is_object() && is_nonempty_collection(value) {
-        out.push(' ');
-        write_yaml_block(out, value, indent, true);
-    } else if is_nonempty_collection(value) {
-        out.push('\n');
-        write_yaml_block(out, value, indent, false);
-    } else {
-        out.push(' ');
-        out.push_str(&yaml_scalar(value));
-        out.push('\n');
-    }
-}
-
-fn yaml_scalar(value: &Value) -> String {
-    match value {
-        Value::Null => "null".to_string(),
-        Value::Bool(flag) => flag.to_string(),
-        Value::Number(number) => number.to_string(),
-        Value::String(text) => yaml_string(text),
-        Value::Array(_) => "[]".to_string(),
-        Value::Object(_) => "{}".to_string(),
-    }
-}
-
-fn yaml_string(text: &str) -> String {
-    // serde_json's escapes (\" \\ \n \t \uXXXX ...) are all valid in YAML double quotes.
-    Value::String(text.to_string()).to_string()
+    format!("{value}\n")
 }
 
 /// The subset of gnostic's `openapi_v2` messages (github.com/google/gnostic,
@@ -1406,7 +1330,7 @@ mod tests {
         // The core group must stay the string "" under YAML 1.1 (yaml.v2), or kubectl skips it.
         let config_map = defs["io.k8s.api.core.v1.ConfigMap"];
         let yaml = extension(config_map, GVK_EXTENSION).expect("gvk");
-        assert!(yaml.contains(r#""group": """#), "{yaml}");
+        assert!(yaml.contains(r#""group":"""#), "{yaml}");
         assert_eq!(
             group_version_kinds(config_map),
             json!([{"group": "", "kind": "ConfigMap", "version": "v1"}])
