@@ -873,3 +873,73 @@ async fn generate_name_gets_a_random_suffix() -> anyhow::Result<()> {
     assert_ne!(a, b);
     Ok(())
 }
+
+#[tokio::test]
+async fn events_written_through_events_api_are_read_as_core_events() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let cluster = TestCluster::start().await?;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    let held = leases
+        .create(&PostParams::default(), &lease("evented", "a"))
+        .await?;
+    let reference = ObjectReference {
+        api_version: Some("coordination.k8s.io/v1".into()),
+        kind: Some("Lease".into()),
+        name: held.metadata.name.clone(),
+        namespace: held.metadata.namespace.clone(),
+        uid: held.metadata.uid.clone(),
+        ..ObjectReference::default()
+    };
+    // kube-runtime's recorder writes events.k8s.io/v1 Events...
+    let recorder = Recorder::new(
+        cluster.client(),
+        Reporter {
+            controller: "leader-sidecar".into(),
+            instance: Some("pod-a".into()),
+        },
+    );
+    recorder
+        .publish(
+            &Event {
+                type_: EventType::Normal,
+                reason: "LeaderElection".into(),
+                note: Some("pod-a became leader".into()),
+                action: "Acquire".into(),
+                secondary: None,
+            },
+            &reference,
+        )
+        .await?;
+    // ...which kubectl describe finds as core v1 Events about the object.
+    let events: Api<CoreEvent> = Api::namespaced(cluster.client(), cluster.namespace());
+    let selector = format!(
+        "involvedObject.name=evented,involvedObject.namespace={},involvedObject.uid={}",
+        cluster.namespace(),
+        held.metadata.uid.as_deref().unwrap_or_default()
+    );
+    let found = events
+        .list(&ListParams::default().fields(&selector))
+        .await?;
+    assert_eq!(found.items.len(), 1);
+    let event = &found.items[0];
+    assert_eq!(event.message.as_deref(), Some("pod-a became leader"));
+    assert_eq!(event.reason.as_deref(), Some("LeaderElection"));
+    assert_eq!(event.reporting_component.as_deref(), Some("leader-sidecar"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn create_with_resource_version_is_refused() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    let mut l = lease("with-rv", "a");
+    l.metadata.resource_version = Some("12".into());
+    let status = api_status(leases.create(&PostParams::default(), &l).await.unwrap_err());
+    assert_eq!(status.code, 500);
+    assert_eq!(
+        status.message,
+        "resourceVersion should not be set on objects to be created"
+    );
+    Ok(())
+}

@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::audit::{AuditLog, AuditRecord};
 use super::auth::{self, Authenticator, UserInfo};
+use super::conversion;
 use super::discovery;
 use super::faults::{Decision, FaultSpec, Faults, RequestFacts};
 use super::openapi;
@@ -694,12 +695,15 @@ impl WatchFilter {
     /// The event a watcher sees for a change, after selector filtering: an object that stops
     /// matching is DELETED for this watcher, one that starts matching is ADDED.
     fn translate(&self, change: &Change) -> Option<(EventType, Value)> {
-        if change.key != (self.rt.group.clone(), self.rt.plural.clone()) {
+        if change.key != conversion::storage_key(&self.rt) {
             return None;
         }
-        let now = self.matches(&change.object);
-        let before = change.previous.as_ref().is_some_and(|p| self.matches(p));
         let object = store::present(&self.rt, change.object.clone());
+        let now = self.matches(&object);
+        let before = change
+            .previous
+            .as_ref()
+            .is_some_and(|p| self.matches(&store::present(&self.rt, p.clone())));
         match change.event {
             EventType::Added => now.then_some((EventType::Added, object)),
             EventType::Deleted => before.then_some((EventType::Deleted, object)),

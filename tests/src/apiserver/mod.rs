@@ -15,6 +15,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod conversion;
 pub mod discovery;
 pub mod faults;
 pub mod http;

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use super::conversion;
 use super::registry::{ResourceType, Schema, builtin_types};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
@@ -30,7 +31,7 @@ use super::validation;
 pub type TypeKey = (String, String);
 
 fn type_key(rt: &ResourceType) -> TypeKey {
-    (rt.group.clone(), rt.plural.clone())
+    conversion::storage_key(rt)
 }
 
 /// What kind of change a watch event reports.
@@ -311,14 +312,15 @@ impl Store {
                 if namespace.is_some_and(|want| want != ns) {
                     continue;
                 }
-                if !options.labels.matches(object) || !options.fields.matches(object) {
+                let object = present(rt, object.clone());
+                if !options.labels.matches(&object) || !options.fields.matches(&object) {
                     continue;
                 }
                 if options.limit.is_some_and(|l| l > 0 && items.len() >= l) {
                     continue_token = Some(format!("{list_rv}/{ns}/{name}"));
                     break;
                 }
-                items.push(present(rt, object.clone()));
+                items.push(object);
             }
         }
         // A token is only needed if something follows the last item sent.
@@ -511,7 +513,10 @@ impl Store {
         validation::validate_name(rt.name_rule, &name)
             .map_err(|e| ApiError::invalid(rt, &name, vec![e]))?;
         if meta_str(&object, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
-            return Err(ApiError::bad_request(
+            // etcd3's store answers this with a plain error: 500 and no reason.
+            return Err(ApiError::new(
+                500,
+                "",
                 "resourceVersion should not be set on objects to be created",
             ));
         }
@@ -548,7 +553,7 @@ impl Store {
             set_meta(&mut object, "generation", json!(1));
         }
         default_status_on_create(rt, &mut object);
-        let mut object = Self::validate(rt, object, &name)?;
+        let mut object = conversion::to_storage(rt, Self::validate(rt, object, &name)?);
         let rv = Self::next_rv(inner);
         set_meta(&mut object, "resourceVersion", json!(rv.to_string()));
         inner
@@ -606,7 +611,9 @@ impl Store {
         let requested_rv = meta_str(&object, "resourceVersion")
             .filter(|rv| !rv.is_empty())
             .map(str::to_string);
-        let Some(current) = Self::get_locked(inner, rt, namespace, name) else {
+        let stored = Self::get_locked(inner, rt, namespace, name);
+        // The update is computed in the client's view of the object, then stored.
+        let Some(current) = stored.clone().map(|o| present(rt, o)) else {
             if requested_rv.is_none()
                 && rt.allow_create_on_update
                 && subresource == Subresource::Main
@@ -695,13 +702,16 @@ impl Store {
             .and_then(Value::as_array)
             .is_none_or(Vec::is_empty);
         if meta_str(&current, "deletionTimestamp").is_some() && finalizers_empty {
-            let deleted = self.remove_locked(inner, rt, namespace, name, Some(next))?;
+            let last = conversion::to_storage(rt, next);
+            let deleted = self.remove_locked(inner, rt, namespace, name, Some(last))?;
             return Ok((present(rt, deleted), false));
         }
         if next == current {
             // etcd3's GuaranteedUpdate: identical bytes are not written again.
-            return Ok((present(rt, current), false));
+            return Ok((current, false));
         }
+        let stored = stored.unwrap_or_default();
+        let mut next = conversion::to_storage(rt, next);
         let rv = Self::next_rv(inner);
         set_meta(&mut next, "resourceVersion", json!(rv.to_string()));
         let ns_key = namespace
@@ -720,10 +730,10 @@ impl Store {
                 key: type_key(rt),
                 event: EventType::Modified,
                 object: next.clone(),
-                previous: Some(current.clone()),
+                previous: Some(stored.clone()),
             },
         );
-        self.after_write(inner, rt, Some(&current), Some(&next));
+        self.after_write(inner, rt, Some(&stored), Some(&next));
         Ok((present(rt, next), false))
     }
 
@@ -984,7 +994,8 @@ pub enum Patch {
 }
 
 /// How an object is sent to clients of a type: with its apiVersion/kind filled in.
-pub fn present(rt: &ResourceType, mut object: Value) -> Value {
+pub fn present(rt: &ResourceType, object: Value) -> Value {
+    let mut object = conversion::from_storage(rt, object);
     if let Some(m) = object.as_object_mut() {
         m.insert("apiVersion".to_string(), json!(rt.api_version()));
         m.insert("kind".to_string(), json!(rt.kind));
