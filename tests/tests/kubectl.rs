@@ -391,3 +391,85 @@ spec:
     }
     Ok(())
 }
+
+const DEPLOYMENT_YAML: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: pair
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: pair}
+  template:
+    metadata:
+      labels: {app: pair}
+    spec:
+      containers:
+      - name: sidecar
+        image: sidecar:1
+        args: [--lease-name=pair]
+        env:
+        - {name: A, value: a}
+        - {name: B, value: b}
+      - name: controller
+        image: controller:1
+";
+
+#[tokio::test]
+async fn apply_merges_lists_by_key_with_strategic_merge_patch() -> anyhow::Result<()> {
+    for bin in binaries() {
+        let s = setup(&bin).await?;
+        let (k, ns) = (&s.kubectl, s.namespace.as_str());
+        ok_stdin(k, &["-n", ns, "apply", "-f", "-"], DEPLOYMENT_YAML).await?;
+        // Change one container's image and drop one env var: kubectl sends a strategic merge
+        // patch naming only what changed, keyed by container and env names.
+        let changed = DEPLOYMENT_YAML
+            .replace("image: controller:1", "image: controller:2")
+            .replace("        - {name: B, value: b}\n", "");
+        let out = ok_stdin(k, &["-n", ns, "apply", "-f", "-"], &changed).await?;
+        assert!(out.contains("configured"), "{out}");
+        let containers = ok(
+            k,
+            &[
+                "-n",
+                ns,
+                "get",
+                "deployment",
+                "pair",
+                "-o",
+                "jsonpath={range .spec.template.spec.containers[*]}{.name}={.image};{end}",
+            ],
+        )
+        .await?;
+        assert_eq!(containers, "sidecar=sidecar:1;controller=controller:2;");
+        let env = ok(
+            k,
+            &[
+                "-n",
+                ns,
+                "get",
+                "deployment",
+                "pair",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].env[*].name}",
+            ],
+        )
+        .await?;
+        assert_eq!(env, "A");
+        let generation = ok(
+            k,
+            &[
+                "-n",
+                ns,
+                "get",
+                "deployment",
+                "pair",
+                "-o",
+                "jsonpath={.metadata.generation}",
+            ],
+        )
+        .await?;
+        assert_eq!(generation, "2");
+    }
+    Ok(())
+}

@@ -600,10 +600,9 @@ async fn resource_request(
             let patch = match media {
                 "application/merge-patch+json" => Patch::Merge(ctx.json_body()?),
                 "application/json-patch+json" => Patch::Json(ctx.json_body()?),
-                // Strategic merge is a merge patch here: lists are replaced, not merged by key.
-                // The real server refuses it for custom resources.
+                // The real server refuses strategic merge for custom resources.
                 "application/strategic-merge-patch+json" if !rt.is_custom() => {
-                    Patch::Merge(ctx.json_body()?)
+                    Patch::Strategic(ctx.json_body()?)
                 }
                 "application/strategic-merge-patch+json" => {
                     return Err(ApiError::new(

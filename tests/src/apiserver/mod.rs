@@ -24,6 +24,7 @@ pub mod registry;
 pub mod selectors;
 pub mod status;
 pub mod store;
+pub mod strategic;
 pub mod table;
 pub mod validation;
 

@@ -27,15 +27,13 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use k8s_openapi::api::{apps, coordination, core, events, policy, rbac};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions;
 use k8s_openapi::apimachinery::pkg::apis::meta;
 use k8s_openapi::schemars::JsonSchema;
 use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
 use prost::Message as _;
 use serde_json::{Map, Value, json};
 
-use super::registry::{BuiltInKind, ResourceType, Schema};
+use super::registry::{BuiltInKind, BuiltInVisitor, ResourceType, Schema, visit_builtin};
 
 /// The protobuf media type kubectl (client-go discovery) asks for in `Accept`. Answer with
 /// [`PROTOBUF_CONTENT_TYPE`], not this, as the `Content-Type`.
@@ -218,30 +216,10 @@ pub fn wants_protobuf(accept: &str) -> bool {
 /// The converted definitions of every built-in kind and everything they reference, computed
 /// once: generating and converting them takes milliseconds, and kubectl fetches the document
 /// on every invocation.
-fn builtin_catalog() -> &'static BTreeMap<String, Value> {
+pub fn builtin_catalog() -> &'static BTreeMap<String, Value> {
     static CATALOG: OnceLock<BTreeMap<String, Value>> = OnceLock::new();
     CATALOG.get_or_init(generate_builtin_catalog)
 }
-
-/// Every built-in kind; `generate_builtin` is exhaustive over the enum, this list is checked
-/// against the registry by a test.
-const ALL_BUILT_IN: [BuiltInKind; 15] = [
-    BuiltInKind::Namespace,
-    BuiltInKind::ServiceAccount,
-    BuiltInKind::ConfigMap,
-    BuiltInKind::Secret,
-    BuiltInKind::Service,
-    BuiltInKind::CoreEvent,
-    BuiltInKind::EventsV1Event,
-    BuiltInKind::Lease,
-    BuiltInKind::Deployment,
-    BuiltInKind::PodDisruptionBudget,
-    BuiltInKind::CustomResourceDefinition,
-    BuiltInKind::Role,
-    BuiltInKind::ClusterRole,
-    BuiltInKind::RoleBinding,
-    BuiltInKind::ClusterRoleBinding,
-];
 
 fn generate_builtin_catalog() -> BTreeMap<String, Value> {
     // Draft 7 puts subschemas under `#/definitions/`, as Swagger 2.0 does. Its default
@@ -253,8 +231,10 @@ fn generate_builtin_catalog() -> BTreeMap<String, Value> {
     });
     let mut generator = SchemaGenerator::new(settings);
     let mut kinds = Vec::new();
-    for kind in ALL_BUILT_IN {
-        kinds.push(generate_builtin(kind, &mut generator));
+    for resource in super::registry::builtin_types() {
+        if let Schema::BuiltIn(kind) = resource.schema {
+            kinds.push(generate_builtin(kind, &mut generator));
+        }
     }
     generator.subschema_for::<meta::v1::ObjectMeta>();
     generator.subschema_for::<meta::v1::ListMeta>();
@@ -304,55 +284,33 @@ fn generate_builtin_catalog() -> BTreeMap<String, Value> {
 /// Registers a built-in kind's schema (and everything it references) with the generator and
 /// returns its definition name.
 fn generate_builtin(kind: BuiltInKind, generator: &mut SchemaGenerator) -> String {
-    fn add<T: JsonSchema>(generator: &mut SchemaGenerator) -> String {
-        generator.subschema_for::<T>();
-        T::schema_name().into_owned()
-    }
-    match kind {
-        BuiltInKind::Namespace => add::<core::v1::Namespace>(generator),
-        BuiltInKind::ServiceAccount => add::<core::v1::ServiceAccount>(generator),
-        BuiltInKind::ConfigMap => add::<core::v1::ConfigMap>(generator),
-        BuiltInKind::Secret => add::<core::v1::Secret>(generator),
-        BuiltInKind::Service => add::<core::v1::Service>(generator),
-        BuiltInKind::CoreEvent => add::<core::v1::Event>(generator),
-        BuiltInKind::EventsV1Event => add::<events::v1::Event>(generator),
-        BuiltInKind::Lease => add::<coordination::v1::Lease>(generator),
-        BuiltInKind::Deployment => add::<apps::v1::Deployment>(generator),
-        BuiltInKind::PodDisruptionBudget => add::<policy::v1::PodDisruptionBudget>(generator),
-        BuiltInKind::CustomResourceDefinition => {
-            add::<apiextensions::v1::CustomResourceDefinition>(generator)
+    struct Register<'a>(&'a mut SchemaGenerator);
+    impl BuiltInVisitor for Register<'_> {
+        type Output = String;
+        fn visit<T>(self) -> String
+        where
+            T: JsonSchema + serde::Serialize + serde::de::DeserializeOwned,
+        {
+            self.0.subschema_for::<T>();
+            T::schema_name().into_owned()
         }
-        BuiltInKind::Role => add::<rbac::v1::Role>(generator),
-        BuiltInKind::ClusterRole => add::<rbac::v1::ClusterRole>(generator),
-        BuiltInKind::RoleBinding => add::<rbac::v1::RoleBinding>(generator),
-        BuiltInKind::ClusterRoleBinding => add::<rbac::v1::ClusterRoleBinding>(generator),
     }
+    visit_builtin(kind, Register(generator))
 }
 
 /// The definition name of a built-in kind, e.g. `io.k8s.api.coordination.v1.Lease`.
-fn builtin_definition_name(kind: BuiltInKind) -> String {
-    fn name<T: JsonSchema>() -> String {
-        T::schema_name().into_owned()
-    }
-    match kind {
-        BuiltInKind::Namespace => name::<core::v1::Namespace>(),
-        BuiltInKind::ServiceAccount => name::<core::v1::ServiceAccount>(),
-        BuiltInKind::ConfigMap => name::<core::v1::ConfigMap>(),
-        BuiltInKind::Secret => name::<core::v1::Secret>(),
-        BuiltInKind::Service => name::<core::v1::Service>(),
-        BuiltInKind::CoreEvent => name::<core::v1::Event>(),
-        BuiltInKind::EventsV1Event => name::<events::v1::Event>(),
-        BuiltInKind::Lease => name::<coordination::v1::Lease>(),
-        BuiltInKind::Deployment => name::<apps::v1::Deployment>(),
-        BuiltInKind::PodDisruptionBudget => name::<policy::v1::PodDisruptionBudget>(),
-        BuiltInKind::CustomResourceDefinition => {
-            name::<apiextensions::v1::CustomResourceDefinition>()
+pub fn builtin_definition_name(kind: BuiltInKind) -> String {
+    struct Name;
+    impl BuiltInVisitor for Name {
+        type Output = String;
+        fn visit<T>(self) -> String
+        where
+            T: JsonSchema + serde::Serialize + serde::de::DeserializeOwned,
+        {
+            T::schema_name().into_owned()
         }
-        BuiltInKind::Role => name::<rbac::v1::Role>(),
-        BuiltInKind::ClusterRole => name::<rbac::v1::ClusterRole>(),
-        BuiltInKind::RoleBinding => name::<rbac::v1::RoleBinding>(),
-        BuiltInKind::ClusterRoleBinding => name::<rbac::v1::ClusterRoleBinding>(),
     }
+    visit_builtin(kind, Name)
 }
 
 /// Converts one k8s-openapi (JSON Schema draft 7) schema to the Swagger 2.0 subset
@@ -1515,10 +1473,6 @@ mod tests {
             let Schema::BuiltIn(kind) = resource.schema else {
                 continue;
             };
-            assert!(
-                ALL_BUILT_IN.contains(&kind),
-                "{kind:?} missing from ALL_BUILT_IN"
-            );
             let name = builtin_definition_name(kind);
             let schema = defs
                 .get(name.as_str())

@@ -6,6 +6,40 @@
 
 use serde_json::Value;
 
+/// Something to do with the k8s-openapi type of a built-in kind (see [`visit_builtin`]).
+pub trait BuiltInVisitor {
+    type Output;
+    fn visit<T>(self) -> Self::Output
+    where
+        T: k8s_openapi::schemars::JsonSchema + serde::Serialize + serde::de::DeserializeOwned;
+}
+
+/// Runs `visitor` with the Rust type of `kind`: the one place that maps kinds to types.
+pub fn visit_builtin<V: BuiltInVisitor>(kind: BuiltInKind, visitor: V) -> V::Output {
+    use BuiltInKind as K;
+    use k8s_openapi::api::{apps, coordination, core, events, policy, rbac};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions;
+    match kind {
+        K::Namespace => visitor.visit::<core::v1::Namespace>(),
+        K::ServiceAccount => visitor.visit::<core::v1::ServiceAccount>(),
+        K::ConfigMap => visitor.visit::<core::v1::ConfigMap>(),
+        K::Secret => visitor.visit::<core::v1::Secret>(),
+        K::Service => visitor.visit::<core::v1::Service>(),
+        K::CoreEvent => visitor.visit::<core::v1::Event>(),
+        K::EventsV1Event => visitor.visit::<events::v1::Event>(),
+        K::Lease => visitor.visit::<coordination::v1::Lease>(),
+        K::Deployment => visitor.visit::<apps::v1::Deployment>(),
+        K::PodDisruptionBudget => visitor.visit::<policy::v1::PodDisruptionBudget>(),
+        K::CustomResourceDefinition => {
+            visitor.visit::<apiextensions::v1::CustomResourceDefinition>()
+        }
+        K::Role => visitor.visit::<rbac::v1::Role>(),
+        K::ClusterRole => visitor.visit::<rbac::v1::ClusterRole>(),
+        K::RoleBinding => visitor.visit::<rbac::v1::RoleBinding>(),
+        K::ClusterRoleBinding => visitor.visit::<rbac::v1::ClusterRoleBinding>(),
+    }
+}
+
 /// How a type's objects are checked and normalised on write, mirroring the real server's
 /// decoding step.
 #[derive(Clone, Debug)]

@@ -754,6 +754,21 @@ impl Store {
         let mut patched = present(rt, current);
         match patch {
             Patch::Merge(p) => json_patch::merge(&mut patched, p),
+            Patch::Strategic(p) => {
+                let Schema::BuiltIn(kind) = rt.schema else {
+                    return Err(ApiError::unsupported_media_type(
+                        "application/strategic-merge-patch+json",
+                    ));
+                };
+                let definition = super::openapi::builtin_definition_name(kind);
+                patched = super::strategic::apply(
+                    &patched,
+                    p,
+                    super::openapi::builtin_catalog(),
+                    &definition,
+                )
+                .map_err(ApiError::bad_request)?;
+            }
             Patch::Json(p) => {
                 let ops: json_patch::Patch = serde_json::from_value(p.clone())
                     .map_err(|e| ApiError::bad_request(format!("json: {e}")))?;
@@ -987,8 +1002,10 @@ impl Store {
 /// A patch body, by its content type.
 #[derive(Clone, Debug)]
 pub enum Patch {
-    /// RFC 7386 JSON merge patch (also used for strategic merge on built-in types).
+    /// RFC 7386 JSON merge patch.
     Merge(Value),
+    /// Strategic merge patch (built-in types only).
+    Strategic(Value),
     /// RFC 6902 JSON patch.
     Json(Value),
 }

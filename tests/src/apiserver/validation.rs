@@ -3,11 +3,9 @@
 //! structural schema, with unknown fields pruned), object-name rules, and the type-specific
 //! validation we rely on (Lease, CustomResourceDefinition).
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::registry::{BuiltInKind, NameRule, ResourceType, Schema};
+use super::registry::{BuiltInKind, BuiltInVisitor, NameRule, ResourceType, Schema, visit_builtin};
 use super::status::{ApiError, FieldError};
 
 /// Decodes `object` as the type would be decoded by the real server and encodes it again:
@@ -53,17 +51,28 @@ pub fn normalize(rt: &ResourceType, object: Value) -> Result<Value, ApiError> {
     }
 }
 
-fn roundtrip<T: DeserializeOwned + Serialize>(
-    rt: &ResourceType,
+/// Decodes into the k8s-openapi type and encodes again.
+struct RoundTrip<'a> {
+    rt: &'a ResourceType,
     object: Value,
-) -> Result<Value, ApiError> {
-    let typed: T = serde_json::from_value(object).map_err(|e| {
-        ApiError::bad_request(format!(
-            "{} in version \"{}\" cannot be handled as a {}: {}",
-            rt.kind, rt.version, rt.kind, e
-        ))
-    })?;
-    serde_json::to_value(typed).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+impl BuiltInVisitor for RoundTrip<'_> {
+    type Output = Result<Value, ApiError>;
+
+    fn visit<T>(self) -> Self::Output
+    where
+        T: k8s_openapi::schemars::JsonSchema + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let rt = self.rt;
+        let typed: T = serde_json::from_value(self.object).map_err(|e| {
+            ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {}",
+                rt.kind, rt.version, rt.kind, e
+            ))
+        })?;
+        serde_json::to_value(typed).map_err(|e| ApiError::internal(e.to_string()))
+    }
 }
 
 fn roundtrip_builtin(
@@ -71,26 +80,7 @@ fn roundtrip_builtin(
     kind: BuiltInKind,
     object: Value,
 ) -> Result<Value, ApiError> {
-    use BuiltInKind as K;
-    use k8s_openapi::api;
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
-    match kind {
-        K::Namespace => roundtrip::<api::core::v1::Namespace>(rt, object),
-        K::ServiceAccount => roundtrip::<api::core::v1::ServiceAccount>(rt, object),
-        K::ConfigMap => roundtrip::<api::core::v1::ConfigMap>(rt, object),
-        K::Secret => roundtrip::<api::core::v1::Secret>(rt, object),
-        K::Service => roundtrip::<api::core::v1::Service>(rt, object),
-        K::CoreEvent => roundtrip::<api::core::v1::Event>(rt, object),
-        K::EventsV1Event => roundtrip::<api::events::v1::Event>(rt, object),
-        K::Lease => roundtrip::<api::coordination::v1::Lease>(rt, object),
-        K::Deployment => roundtrip::<api::apps::v1::Deployment>(rt, object),
-        K::PodDisruptionBudget => roundtrip::<api::policy::v1::PodDisruptionBudget>(rt, object),
-        K::CustomResourceDefinition => roundtrip::<apiext::CustomResourceDefinition>(rt, object),
-        K::Role => roundtrip::<api::rbac::v1::Role>(rt, object),
-        K::ClusterRole => roundtrip::<api::rbac::v1::ClusterRole>(rt, object),
-        K::RoleBinding => roundtrip::<api::rbac::v1::RoleBinding>(rt, object),
-        K::ClusterRoleBinding => roundtrip::<api::rbac::v1::ClusterRoleBinding>(rt, object),
-    }
+    visit_builtin(kind, RoundTrip { rt, object })
 }
 
 fn preserves_unknown(schema: &Value) -> bool {
