@@ -622,15 +622,35 @@ async fn watch_from_resource_version_replays_then_streams() -> anyhow::Result<()
 async fn watch_without_resource_version_starts_with_current_state() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    let labelled = |name: &str| {
+        let mut l = lease(name, "a");
+        l.metadata.labels = Some([("watched".to_string(), "yes".to_string())].into());
+        l
+    };
     leases
-        .create(&PostParams::default(), &lease("existing", "a"))
+        .create(&PostParams::default(), &lease("unlabelled", "a"))
+        .await?;
+    leases
+        .create(&PostParams::default(), &labelled("existing"))
         .await?;
     let stream = leases
-        .watch(&WatchParams::default().timeout(30), "0")
+        .watch(
+            &WatchParams::default().labels("watched=yes").timeout(30),
+            "0",
+        )
         .await?;
     futures::pin_mut!(stream);
+    // The current state first, filtered by the selector...
     match stream.try_next().await? {
         Some(WatchEvent::Added(l)) => assert_eq!(l.metadata.name.as_deref(), Some("existing")),
+        other => panic!("expected ADDED, got {other:?}"),
+    }
+    // ...then live changes: the next event is the new object, not the unlabelled one.
+    leases
+        .create(&PostParams::default(), &labelled("later"))
+        .await?;
+    match stream.try_next().await? {
+        Some(WatchEvent::Added(l)) => assert_eq!(l.metadata.name.as_deref(), Some("later")),
         other => panic!("expected ADDED, got {other:?}"),
     }
     Ok(())

@@ -22,7 +22,7 @@ use super::openapi;
 use super::registry::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::store::{self, Change, EventType, ListOptions, Patch, Store, Subresource};
+use super::store::{self, Change, EventType, ListOptions, Patch, Store, Subresource, WatchStart};
 use super::table::{self, Representation};
 
 /// The real server's request body limit (3 MiB).
@@ -755,9 +755,6 @@ fn watch(
         labels: LabelSelector::parse(ctx.query.get("labelSelector").unwrap_or_default())?,
         fields,
     };
-    let repr = ctx.representation();
-    let bookmarks = ctx.query.flag("allowWatchBookmarks");
-    let initial_events_end = ctx.query.flag("sendInitialEvents");
     let timeout = ctx
         .query
         .get("timeoutSeconds")
@@ -774,75 +771,60 @@ fn watch(
         ),
     };
 
-    // Register before answering so no change between the response and the first event is lost.
-    let (initial, progress, live): (Vec<Value>, u64, broadcast::Receiver<Arc<Change>>) = match from
-    {
-        None => {
-            let (items, rv, live) = state.store.watch_from_now(&rt, namespace);
-            let items = items.into_iter().filter(|o| filter.matches(o)).collect();
-            (items, rv, live)
-        }
-        Some(rv) => match state.store.watch(&rt, Some(rv)) {
-            Ok(start) => {
-                return Ok(stream_watch(
-                    state,
-                    ctx,
-                    filter,
-                    repr,
-                    bookmarks,
-                    timeout,
-                    start.replay,
-                    Vec::new(),
-                    rv,
-                    start.live,
-                    false,
-                ));
-            }
-            // As the real watch cache does: 200, then one ERROR event with the 410 Status.
-            Err(e) if e.code == 410 => {
-                let body = watch_line("ERROR", e.to_status());
-                let mut r = Response::new(Full::new(body).boxed());
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                return Ok(r);
-            }
-            Err(e) => return Err(e),
-        },
-    };
-    Ok(stream_watch(
-        state,
-        ctx,
+    let options = WatchOptions {
         filter,
-        repr,
-        bookmarks,
+        repr: ctx.representation(),
+        bookmarks: ctx.query.flag("allowWatchBookmarks"),
+        initial_events_end: ctx.query.flag("sendInitialEvents") && from.is_none(),
         timeout,
-        Vec::new(),
-        initial,
-        progress,
-        live,
-        initial_events_end,
-    ))
+        user: ctx.user.name.clone(),
+        user_agent: ctx.user_agent.clone(),
+    };
+    match state.store.watch(&rt, namespace, from) {
+        Ok(start) => Ok(stream_watch(state, options, start)),
+        // As the real watch cache does: 200, then one ERROR event with the 410 Status.
+        Err(e) if e.code == 410 => {
+            let mut r = Response::new(Full::new(watch_line("ERROR", e.to_status())).boxed());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(r)
+        }
+        Err(e) => Err(e),
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn stream_watch(
-    state: Arc<State>,
-    ctx: &RequestContext,
+/// How one watch stream behaves.
+struct WatchOptions {
     filter: WatchFilter,
     repr: Representation,
     bookmarks: bool,
-    timeout: Duration,
-    replay: Vec<Arc<Change>>,
-    initial: Vec<Value>,
-    mut progress: u64,
-    mut live: broadcast::Receiver<Arc<Change>>,
+    /// Send the `k8s.io/initial-events-end` bookmark after the initial objects.
     initial_events_end: bool,
-) -> Response<Body> {
+    timeout: Duration,
+    /// Who is watching (for partition rules).
+    user: String,
+    user_agent: String,
+}
+
+fn stream_watch(state: Arc<State>, options: WatchOptions, start: WatchStart) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let user = ctx.user.name.clone();
-    let user_agent = ctx.user_agent.clone();
+    let WatchOptions {
+        filter,
+        repr,
+        bookmarks,
+        initial_events_end,
+        timeout,
+        user,
+        user_agent,
+    } = options;
+    let WatchStart {
+        initial,
+        replay,
+        mut progress,
+        mut live,
+    } = start;
     let bookmark_interval = state.bookmark_interval;
     tokio::spawn(async move {
         let rt = filter.rt.clone();
@@ -856,7 +838,7 @@ fn stream_watch(
                 json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": metadata}),
             )
         };
-        for object in initial {
+        for object in initial.into_iter().filter(|o| filter.matches(o)) {
             if tx
                 .send(watch_line("ADDED", render(&rt, repr, object)))
                 .await

@@ -90,9 +90,14 @@ pub struct ListResult {
     pub continue_token: Option<String>,
 }
 
-/// A watch registered with the store: the history it must replay and the live feed.
+/// A watch registered with the store: what to send first, then the live feed.
 pub struct WatchStart {
+    /// Current objects to send as ADDED (a watch without a resourceVersion).
+    pub initial: Vec<Value>,
+    /// Changes after the requested resourceVersion, from the history.
     pub replay: Vec<Arc<Change>>,
+    /// The resourceVersion everything before which has been covered by `initial`/`replay`.
+    pub progress: u64,
     pub live: broadcast::Receiver<Arc<Change>>,
 }
 
@@ -344,51 +349,54 @@ impl Store {
         })
     }
 
-    /// Registers a watch starting after `from` (a resourceVersion; `None` = now, with the
-    /// current objects replayed as ADDED by the caller). Errors with 410 Expired if `from` is
-    /// older than the history kept.
-    pub fn watch(&self, rt: &ResourceType, from: Option<u64>) -> Result<WatchStart, ApiError> {
+    /// Registers a watch of a type (in `namespace`, or all) starting after resourceVersion
+    /// `from`, or — for `None` — now, with the current objects to be sent as ADDED first.
+    /// Errors with 410 Expired if `from` is older than the history kept. The feed is
+    /// subscribed under the lock, so no change falls between the snapshot and the feed.
+    pub fn watch(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        from: Option<u64>,
+    ) -> Result<WatchStart, ApiError> {
         let inner = self.lock();
         let key = type_key(rt);
-        let replay = match from {
+        let (initial, replay, progress) = match from {
             Some(rv) if rv < inner.compacted => {
                 return Err(ApiError::expired(format!(
                     "too old resource version: {} ({})",
                     rv, inner.compacted
                 )));
             }
-            Some(rv) => inner
-                .history
-                .iter()
-                .filter(|c| c.resource_version > rv && c.key == key)
-                .cloned()
-                .collect(),
-            None => Vec::new(),
+            Some(rv) => {
+                let replay = inner
+                    .history
+                    .iter()
+                    .filter(|c| c.resource_version > rv && c.key == key)
+                    .cloned()
+                    .collect();
+                (Vec::new(), replay, rv)
+            }
+            None => {
+                let initial = inner
+                    .objects
+                    .get(&key)
+                    .map(|m| {
+                        m.iter()
+                            .filter(|((ns, _), _)| namespace.is_none_or(|want| want == ns))
+                            .map(|(_, o)| present(rt, o.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (initial, Vec::new(), inner.resource_version)
+            }
         };
-        // Subscribing under the lock: no change can fall between the replay and the feed.
-        let live = self.events.subscribe();
-        Ok(WatchStart { replay, live })
-    }
-
-    /// A snapshot of a type's objects and the resourceVersion it was taken at, for a watch
-    /// that starts "now" and must first send the current state.
-    pub fn watch_from_now(
-        &self,
-        rt: &ResourceType,
-        namespace: Option<&str>,
-    ) -> (Vec<Value>, u64, broadcast::Receiver<Arc<Change>>) {
-        let inner = self.lock();
-        let items = inner
-            .objects
-            .get(&type_key(rt))
-            .map(|m| {
-                m.iter()
-                    .filter(|((ns, _), _)| namespace.is_none_or(|want| want == ns))
-                    .map(|(_, o)| present(rt, o.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        (items, inner.resource_version, self.events.subscribe())
+        Ok(WatchStart {
+            initial,
+            replay,
+            progress,
+            live: self.events.subscribe(),
+        })
     }
 
     fn commit(&self, inner: &mut Inner, change: Change) {
