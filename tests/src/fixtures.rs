@@ -1,7 +1,8 @@
 //! Objects tests create: the NewResource CRD (as the controller will define it, issue #4)
 //! and helpers to address its custom resources dynamically.
 
-use kube::core::{ApiResource, GroupVersionKind};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use kube::core::{ApiResource, GroupVersionKind, ObjectMeta};
 use serde_json::{Value, json};
 
 /// The `newresources.apps.newresource.com` CRD: namespaced, `v1alpha1`, status subresource,
@@ -52,4 +53,19 @@ pub fn newresource_api_resource() -> ApiResource {
         &GroupVersionKind::gvk("apps.newresource.com", "v1alpha1", "NewResource"),
         "newresources",
     )
+}
+
+/// A Lease named `name` held by `holder` for 15 seconds.
+pub fn lease(name: &str, holder: &str) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.to_string()),
+            lease_duration_seconds: Some(15),
+            ..LeaseSpec::default()
+        }),
+    }
 }

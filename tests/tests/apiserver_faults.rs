@@ -4,24 +4,11 @@
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
-use kube::core::ObjectMeta;
 use serde_json::json;
 use testkit::apiserver::{ApiServer, Config, FaultAction, FaultMatch, FaultSpec, UserInfo};
-
-fn lease(name: &str) -> Lease {
-    Lease {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some("x".into()),
-            ..LeaseSpec::default()
-        }),
-    }
-}
+use testkit::fixtures::lease;
 
 fn code<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> u16 {
     match r {
@@ -60,7 +47,11 @@ async fn error_rules_answer_with_status_and_retry_after_then_expire() -> anyhow:
     );
     // One use left, then the rule is gone; other verbs were never affected.
     assert_eq!(
-        code(leases.create(&PostParams::default(), &lease("a")).await),
+        code(
+            leases
+                .create(&PostParams::default(), &lease("a", "x"))
+                .await
+        ),
         200
     );
     assert_eq!(code(leases.list(&ListParams::default()).await), 429);
@@ -91,7 +82,9 @@ async fn partition_cuts_off_one_client_while_others_are_served() -> anyhow::Resu
     let cut_token = server.service_account_token("default", "cut-off");
     let cut: Api<Lease> = Api::namespaced(server.client(&cut_token), "default");
     let healthy: Api<Lease> = Api::namespaced(server.admin_client(), "default");
-    let created = healthy.create(&PostParams::default(), &lease("p")).await?;
+    let created = healthy
+        .create(&PostParams::default(), &lease("p", "x"))
+        .await?;
 
     // The cut-off client has a watch open before the partition.
     let watch = cut
@@ -147,7 +140,9 @@ async fn partition_cuts_off_one_client_while_others_are_served() -> anyhow::Resu
 async fn drop_watches_ends_every_open_watch() -> anyhow::Result<()> {
     let server = ApiServer::start(Config::default()).await?;
     let leases: Api<Lease> = Api::namespaced(server.admin_client(), "default");
-    let created = leases.create(&PostParams::default(), &lease("d")).await?;
+    let created = leases
+        .create(&PostParams::default(), &lease("d", "x"))
+        .await?;
     let stream = leases
         .watch(
             &WatchParams::default().timeout(60),
@@ -212,10 +207,10 @@ async fn audit_log_records_who_did_what() -> anyhow::Result<()> {
     let token = server.service_account_token("default", "writer");
     let leases: Api<Lease> = Api::namespaced(server.client(&token), "default");
     leases
-        .create(&PostParams::default(), &lease("audited"))
+        .create(&PostParams::default(), &lease("audited", "x"))
         .await?;
     let _ = leases
-        .create(&PostParams::default(), &lease("audited"))
+        .create(&PostParams::default(), &lease("audited", "x"))
         .await;
     let records: Vec<_> = server
         .audit()

@@ -1,12 +1,12 @@
 //! Authentication and RBAC of the in-memory API server, with Role/ClusterRole/bindings created
 //! through the API as `kubectl apply` would create them. In-memory only: they issue tokens.
 
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchParams};
-use kube::core::ObjectMeta;
 use serde_json::json;
 use testkit::apiserver::{ApiServer, Config, UserInfo};
+use testkit::fixtures::lease;
 
 async fn rbac_server() -> anyhow::Result<ApiServer> {
     Ok(ApiServer::start(Config {
@@ -14,19 +14,6 @@ async fn rbac_server() -> anyhow::Result<ApiServer> {
         ..Config::default()
     })
     .await?)
-}
-
-fn lease(name: &str) -> Lease {
-    Lease {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some("x".into()),
-            ..LeaseSpec::default()
-        }),
-    }
 }
 
 fn status_code(result: Result<impl std::fmt::Debug, kube::Error>) -> u16 {
@@ -101,7 +88,7 @@ async fn role_with_resource_names_limits_a_service_account_to_one_lease() -> any
 
     // create is allowed for any name; get/update/patch only for my-lease.
     leases
-        .create(&PostParams::default(), &lease("my-lease"))
+        .create(&PostParams::default(), &lease("my-lease", "x"))
         .await?;
     let mine = leases.get("my-lease").await?;
     leases
@@ -115,7 +102,7 @@ async fn role_with_resource_names_limits_a_service_account_to_one_lease() -> any
         )
         .await?;
     leases
-        .create(&PostParams::default(), &lease("other"))
+        .create(&PostParams::default(), &lease("other", "x"))
         .await?;
     let err = leases_err(leases.get("other").await);
     assert_eq!((err.code, err.reason.as_str()), (403, "Forbidden"));
@@ -145,7 +132,7 @@ async fn role_with_resource_names_limits_a_service_account_to_one_lease() -> any
     assert_eq!(
         status_code(
             elsewhere
-                .create(&PostParams::default(), &lease("my-lease"))
+                .create(&PostParams::default(), &lease("my-lease", "x"))
                 .await
         ),
         403

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -19,21 +19,8 @@ use kube::runtime::{WatchStreamExt, conditions, wait::await_condition, watcher};
 use serde_json::json;
 use testkit::apiserver::Config;
 use testkit::cluster::TestCluster;
+use testkit::fixtures::lease;
 use testkit::fixtures::{newresource_api_resource, newresource_crd};
-
-fn lease(name: &str, holder: &str) -> Lease {
-    Lease {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some(holder.to_string()),
-            lease_duration_seconds: Some(15),
-            ..LeaseSpec::default()
-        }),
-    }
-}
 
 fn api_status(err: kube::Error) -> kube::core::Status {
     match err {

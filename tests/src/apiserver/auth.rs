@@ -10,6 +10,7 @@ use std::sync::RwLock;
 
 use serde_json::{Value, json};
 
+use super::fields::{str_at, strings_at};
 use super::status::ApiError;
 use super::store::Store;
 
@@ -136,26 +137,9 @@ fn default_non_resource_allowed(user: &UserInfo, verb: &str, path: &str) -> bool
     discovery && user.is_authenticated()
 }
 
-fn strings(v: &Value, key: &str) -> Vec<String> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn subject_matches(subject: &Value, user: &UserInfo, binding_namespace: Option<&str>) -> bool {
-    let kind = subject
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let name = subject
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let kind = str_at(subject, "kind");
+    let name = str_at(subject, "name");
     match kind {
         "User" => user.name == name,
         "Group" => user.groups.iter().any(|g| g == name),
@@ -183,10 +167,10 @@ fn rule_allows(rule: &Value, request: &Request) -> bool {
             name,
             ..
         } => {
-            let verbs = strings(rule, "verbs");
-            let groups = strings(rule, "apiGroups");
-            let resources = strings(rule, "resources");
-            let names = strings(rule, "resourceNames");
+            let verbs = strings_at(rule, "verbs");
+            let groups = strings_at(rule, "apiGroups");
+            let resources = strings_at(rule, "resources");
+            let names = strings_at(rule, "resourceNames");
             let combined = match subresource {
                 Some(sub) => format!("{resource}/{sub}"),
                 None => resource.clone(),
@@ -203,8 +187,8 @@ fn rule_allows(rule: &Value, request: &Request) -> bool {
             has(&verbs, verb) && has(&groups, group) && resource_ok && name_ok
         }
         Request::NonResource { verb, path } => {
-            let verbs = strings(rule, "verbs");
-            let urls = strings(rule, "nonResourceURLs");
+            let verbs = strings_at(rule, "verbs");
+            let urls = strings_at(rule, "nonResourceURLs");
             has(&verbs, verb)
                 && urls.iter().any(|u| {
                     u == "*"
@@ -218,14 +202,8 @@ fn rule_allows(rule: &Value, request: &Request) -> bool {
 
 /// The rules of the role a binding references, as visible from `binding_namespace`.
 fn role_rules(store: &Store, role_ref: &Value, binding_namespace: Option<&str>) -> Vec<Value> {
-    let kind = role_ref
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let name = role_ref
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let kind = str_at(role_ref, "kind");
+    let name = str_at(role_ref, "name");
     let (plural, namespace) = match kind {
         "ClusterRole" => ("clusterroles", None),
         "Role" => ("roles", binding_namespace),

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod conversion;
 pub mod discovery;
 pub mod faults;
+pub mod fields;
 pub mod http;
 pub mod openapi;
 pub mod registry;

@@ -33,6 +33,7 @@ use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
 use prost::Message as _;
 use serde_json::{Map, Value, json};
 
+use super::fields::str_at;
 use super::registry::{BuiltInKind, BuiltInVisitor, ResourceType, Schema, visit_builtin};
 
 /// The protobuf media type kubectl (client-go discovery) asks for in `Accept`. Answer with
@@ -136,9 +137,9 @@ pub fn document(types: &[ResourceType]) -> Value {
 /// carried as YAML text, as gnostic does.
 pub fn to_protobuf(doc: &Value) -> Vec<u8> {
     let info = doc.get("info").map(|info| pb::Info {
-        title: string_field(info, "title"),
-        version: string_field(info, "version"),
-        description: string_field(info, "description"),
+        title: str_at(info, "title").to_string(),
+        version: str_at(info, "version").to_string(),
+        description: str_at(info, "description").to_string(),
         vendor_extension: vendor_extensions(info),
     });
     let paths = doc
@@ -168,7 +169,7 @@ pub fn to_protobuf(doc: &Value) -> Vec<u8> {
                 .collect(),
         });
     pb::Document {
-        swagger: string_field(doc, "swagger"),
+        swagger: str_at(doc, "swagger").to_string(),
         info,
         paths,
         definitions,
@@ -618,22 +619,8 @@ fn custom_resource_schema(v3: &Value) -> Value {
     let mut converted = structural_to_v2(v3);
     add_embedded_properties(&mut converted);
     if let Some(root) = converted.as_object_mut() {
-        let properties = root.entry("properties").or_insert_with(|| json!({}));
-        if let Some(properties) = properties.as_object_mut() {
-            // `SetProperty` in the real builder: these replace whatever the CRD declared.
-            properties.insert(
-                "apiVersion".into(),
-                json!({"type": "string", "description": API_VERSION_DESCRIPTION}),
-            );
-            properties.insert(
-                "kind".into(),
-                json!({"type": "string", "description": KIND_DESCRIPTION}),
-            );
-            properties.insert(
-                "metadata".into(),
-                json!({"$ref": definition_ref(OBJECT_META), "description": METADATA_DESCRIPTION}),
-            );
-        }
+        // `SetProperty` in the real builder: these replace whatever the CRD declared.
+        insert_type_meta_properties(root);
     }
     converted
 }
@@ -710,6 +697,25 @@ fn structural_to_v2(schema: &Value) -> Value {
 /// `addEmbeddedProperties`: an `x-kubernetes-embedded-resource` object gets `apiVersion`,
 /// `kind` (both required) and `metadata`, unless it keeps unknown fields (v2 then publishes it
 /// open so kubectl does not reject its other fields).
+/// Sets the `apiVersion`, `kind` and `metadata` properties of an object schema.
+fn insert_type_meta_properties(schema: &mut Map<String, Value>) {
+    let properties = schema.entry("properties").or_insert_with(|| json!({}));
+    if let Some(properties) = properties.as_object_mut() {
+        properties.insert(
+            "apiVersion".into(),
+            json!({"type": "string", "description": API_VERSION_DESCRIPTION}),
+        );
+        properties.insert(
+            "kind".into(),
+            json!({"type": "string", "description": KIND_DESCRIPTION}),
+        );
+        properties.insert(
+            "metadata".into(),
+            json!({"$ref": definition_ref(OBJECT_META), "description": METADATA_DESCRIPTION}),
+        );
+    }
+}
+
 fn add_embedded_properties(schema: &mut Value) {
     let Some(node) = schema.as_object_mut() else {
         return;
@@ -730,21 +736,7 @@ fn add_embedded_properties(schema: &mut Value) {
     {
         return;
     }
-    let properties = node.entry("properties").or_insert_with(|| json!({}));
-    if let Some(properties) = properties.as_object_mut() {
-        properties.insert(
-            "apiVersion".into(),
-            json!({"type": "string", "description": API_VERSION_DESCRIPTION}),
-        );
-        properties.insert(
-            "kind".into(),
-            json!({"type": "string", "description": KIND_DESCRIPTION}),
-        );
-        properties.insert(
-            "metadata".into(),
-            json!({"$ref": definition_ref(OBJECT_META), "description": METADATA_DESCRIPTION}),
-        );
-    }
+    insert_type_meta_properties(node);
     let required = node.entry("required").or_insert_with(|| json!([]));
     if let Some(required) = required.as_array_mut() {
         for field in ["kind", "apiVersion"] {
@@ -896,14 +888,6 @@ fn copy_extensions(source: &Map<String, Value>, out: &mut Map<String, Value>) {
 // ---------------------------------------------------------------------------------------------
 // Protobuf encoding
 
-fn string_field(value: &Value, key: &str) -> String {
-    value
-        .get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
-}
-
 fn vendor_extensions(value: &Value) -> Vec<pb::NamedAny> {
     value
         .as_object()
@@ -934,7 +918,7 @@ fn schema_to_pb(schema: &Value) -> pb::Schema {
     let Some(source) = schema.as_object() else {
         return pb::Schema::default();
     };
-    let text = |key: &str| string_field(schema, key);
+    let text = |key: &str| str_at(schema, key).to_string();
     let types = match source.get("type") {
         Some(Value::String(single)) => vec![single.clone()],
         Some(Value::Array(many)) => many

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::conversion;
+use super::fields::{str_at, strings_at};
 use super::registry::{ResourceType, Schema, builtin_types};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
@@ -167,6 +168,12 @@ fn spec_part(rt: &ResourceType, object: &Value) -> Value {
     v
 }
 
+/// The (namespace, name) key of an object of `rt` (namespace empty for cluster-scoped types).
+fn object_key(rt: &ResourceType, namespace: Option<&str>, name: &str) -> (String, String) {
+    let ns = namespace.filter(|_| rt.namespaced).unwrap_or_default();
+    (ns.to_string(), name.to_string())
+}
+
 fn random_suffix() -> String {
     use rand::Rng;
     // The real server's generateName suffix: 5 characters without vowels or lookalikes.
@@ -271,7 +278,7 @@ impl Store {
         inner
             .objects
             .get(&type_key(rt))?
-            .get(&(namespace.unwrap_or_default().to_string(), name.to_string()))
+            .get(&object_key(rt, namespace, name))
             .cloned()
     }
 
@@ -411,9 +418,41 @@ impl Store {
         let _ = self.events.send(change);
     }
 
-    fn next_rv(inner: &mut Inner) -> u64 {
+    /// Records one change: takes the next resourceVersion for `object`, stores it (or, for
+    /// a deletion, leaves it removed), publishes the watch event and applies side effects.
+    /// Returns the object as stored.
+    fn write(
+        &self,
+        inner: &mut Inner,
+        rt: &ResourceType,
+        key: (String, String),
+        event: EventType,
+        mut object: Value,
+        previous: Option<Value>,
+    ) -> Value {
         inner.resource_version += 1;
-        inner.resource_version
+        let rv = inner.resource_version;
+        set_meta(&mut object, "resourceVersion", json!(rv.to_string()));
+        if event != EventType::Deleted {
+            inner
+                .objects
+                .entry(type_key(rt))
+                .or_default()
+                .insert(key, object.clone());
+        }
+        self.commit(
+            inner,
+            Change {
+                resource_version: rv,
+                key: type_key(rt),
+                event,
+                object: object.clone(),
+                previous: previous.clone(),
+            },
+        );
+        let new = (event != EventType::Deleted).then_some(&object);
+        self.after_write(inner, rt, previous.as_ref(), new);
+        object
     }
 
     /// Checks and fills the fields every write shares: apiVersion/kind, namespace, name.
@@ -529,15 +568,7 @@ impl Store {
             ));
         }
         Self::check_namespace(inner, rt, namespace)?;
-        let ns_key = namespace
-            .filter(|_| rt.namespaced)
-            .unwrap_or_default()
-            .to_string();
-        if inner
-            .objects
-            .get(&type_key(rt))
-            .is_some_and(|m| m.contains_key(&(ns_key.clone(), name.clone())))
-        {
+        if Self::get_locked(inner, rt, namespace, &name).is_some() {
             return Err(ApiError::already_exists(rt, &name));
         }
         if rt.status_subresource
@@ -561,25 +592,9 @@ impl Store {
             set_meta(&mut object, "generation", json!(1));
         }
         default_status_on_create(rt, &mut object);
-        let mut object = conversion::to_storage(rt, Self::validate(rt, object, &name)?);
-        let rv = Self::next_rv(inner);
-        set_meta(&mut object, "resourceVersion", json!(rv.to_string()));
-        inner
-            .objects
-            .entry(type_key(rt))
-            .or_default()
-            .insert((ns_key, name), object.clone());
-        self.commit(
-            inner,
-            Change {
-                resource_version: rv,
-                key: type_key(rt),
-                event: EventType::Added,
-                object: object.clone(),
-                previous: None,
-            },
-        );
-        self.after_write(inner, rt, None, Some(&object));
+        let object = conversion::to_storage(rt, Self::validate(rt, object, &name)?);
+        let key = object_key(rt, namespace, &name);
+        let object = self.write(inner, rt, key, EventType::Added, object, None);
         Ok(present(rt, object))
     }
 
@@ -718,30 +733,14 @@ impl Store {
             // etcd3's GuaranteedUpdate: identical bytes are not written again.
             return Ok((current, false));
         }
-        let stored = stored.unwrap_or_default();
-        let mut next = conversion::to_storage(rt, next);
-        let rv = Self::next_rv(inner);
-        set_meta(&mut next, "resourceVersion", json!(rv.to_string()));
-        let ns_key = namespace
-            .filter(|_| rt.namespaced)
-            .unwrap_or_default()
-            .to_string();
-        inner
-            .objects
-            .entry(type_key(rt))
-            .or_default()
-            .insert((ns_key, name.to_string()), next.clone());
-        self.commit(
+        let next = self.write(
             inner,
-            Change {
-                resource_version: rv,
-                key: type_key(rt),
-                event: EventType::Modified,
-                object: next.clone(),
-                previous: Some(stored.clone()),
-            },
+            rt,
+            object_key(rt, namespace, name),
+            EventType::Modified,
+            conversion::to_storage(rt, next),
+            stored,
         );
-        self.after_write(inner, rt, Some(&stored), Some(&next));
         Ok((present(rt, next), false))
     }
 
@@ -844,26 +843,14 @@ impl Store {
             let mut next = current.clone();
             set_meta(&mut next, "deletionTimestamp", json!(now_time()));
             set_meta(&mut next, "deletionGracePeriodSeconds", json!(0));
-            let rv = Self::next_rv(&mut inner);
-            set_meta(&mut next, "resourceVersion", json!(rv.to_string()));
-            let ns_key = namespace
-                .filter(|_| rt.namespaced)
-                .unwrap_or_default()
-                .to_string();
-            inner
-                .objects
-                .entry(type_key(rt))
-                .or_default()
-                .insert((ns_key, name.to_string()), next.clone());
-            self.commit(
+            let key = object_key(rt, namespace, name);
+            let next = self.write(
                 &mut inner,
-                Change {
-                    resource_version: rv,
-                    key: type_key(rt),
-                    event: EventType::Modified,
-                    object: next.clone(),
-                    previous: Some(current),
-                },
+                rt,
+                key,
+                EventType::Modified,
+                next,
+                Some(current),
             );
             return Ok(present(rt, next));
         }
@@ -881,32 +868,16 @@ impl Store {
         name: &str,
         last: Option<Value>,
     ) -> Result<Value, ApiError> {
-        let ns_key = namespace
-            .filter(|_| rt.namespaced)
-            .unwrap_or_default()
-            .to_string();
+        let key = object_key(rt, namespace, name);
         let Some(stored) = inner
             .objects
             .get_mut(&type_key(rt))
-            .and_then(|m| m.remove(&(ns_key.clone(), name.to_string())))
+            .and_then(|m| m.remove(&key))
         else {
             return Err(ApiError::not_found(rt, name));
         };
-        let mut object = last.unwrap_or_else(|| stored.clone());
-        let rv = Self::next_rv(inner);
-        set_meta(&mut object, "resourceVersion", json!(rv.to_string()));
-        self.commit(
-            inner,
-            Change {
-                resource_version: rv,
-                key: type_key(rt),
-                event: EventType::Deleted,
-                object: object.clone(),
-                previous: Some(stored.clone()),
-            },
-        );
-        self.after_write(inner, rt, Some(&stored), None);
-        Ok(object)
+        let object = last.unwrap_or_else(|| stored.clone());
+        Ok(self.write(inner, rt, key, EventType::Deleted, object, Some(stored)))
     }
 
     /// Side effects of writes on the type system: a namespace takes its contents with it; a
@@ -1079,22 +1050,8 @@ pub fn crd_types(crd: &Value) -> Vec<ResourceType> {
         .and_then(Value::as_str)
         .unwrap_or_default();
     let names = spec.get("names").cloned().unwrap_or(Value::Null);
-    let s = |v: &Value, k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let list = |v: &Value, k: &str| -> Vec<String> {
-        v.get(k)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let s = |v: &Value, k: &str| str_at(v, k).to_string();
+    let list = strings_at;
     let kind = s(&names, "kind");
     let mut singular = s(&names, "singular");
     if singular.is_empty() {
