@@ -168,6 +168,19 @@ fn spec_part(rt: &ResourceType, object: &Value) -> Value {
     v
 }
 
+/// `object` with the `status` of `source` (none if `source` has none).
+fn with_status_of(mut object: Value, source: &Value) -> Value {
+    match source.get("status") {
+        Some(status) => object["status"] = status.clone(),
+        None => {
+            if let Some(m) = object.as_object_mut() {
+                m.remove("status");
+            }
+        }
+    }
+    object
+}
+
 /// The (namespace, name) key of an object of `rt` (namespace empty for cluster-scoped types).
 fn object_key(rt: &ResourceType, namespace: Option<&str>, name: &str) -> (String, String) {
     let ns = namespace.filter(|_| rt.namespaced).unwrap_or_default();
@@ -664,33 +677,12 @@ impl Store {
                 ),
             ));
         }
+        // With a status subresource, the main resource keeps the stored status and `/status`
+        // keeps everything but the status.
         let mut next = match subresource {
-            Subresource::Main => {
-                let mut next = object;
-                if rt.status_subresource {
-                    match current.get("status") {
-                        Some(status) => next["status"] = status.clone(),
-                        None => {
-                            if let Some(m) = next.as_object_mut() {
-                                m.remove("status");
-                            }
-                        }
-                    }
-                }
-                next
-            }
-            Subresource::Status => {
-                let mut next = current.clone();
-                match object.get("status") {
-                    Some(status) => next["status"] = status.clone(),
-                    None => {
-                        if let Some(m) = next.as_object_mut() {
-                            m.remove("status");
-                        }
-                    }
-                }
-                next
-            }
+            Subresource::Main if rt.status_subresource => with_status_of(object, &current),
+            Subresource::Main => object,
+            Subresource::Status => with_status_of(current.clone(), &object),
         };
         // Server-owned metadata is kept from the stored object.
         for field in [
