@@ -227,3 +227,32 @@ async fn audit_log_records_who_did_what() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn user_agent_rule_fails_only_that_client() -> anyhow::Result<()> {
+    let server = ApiServer::start(Config::default()).await?;
+    server.faults().add(FaultSpec {
+        matcher: FaultMatch {
+            user_agent: Some("flaky-agent".into()),
+            ..FaultMatch::default()
+        },
+        action: FaultAction::Error {
+            code: 503,
+            retry_after: None,
+        },
+        times: None,
+    });
+    let client = server.admin_client();
+    let get = |agent: &str| {
+        http::Request::get("/apis/coordination.k8s.io/v1/namespaces/default/leases")
+            .header("user-agent", agent)
+            .body(Vec::new())
+    };
+    let flaky = client.send(get("flaky-agent/1.0")?.map(Into::into)).await?;
+    assert_eq!(flaky.status().as_u16(), 503);
+    let fine = client
+        .send(get("steady-agent/1.0")?.map(Into::into))
+        .await?;
+    assert_eq!(fine.status().as_u16(), 200);
+    Ok(())
+}

@@ -950,3 +950,16 @@ async fn create_with_resource_version_is_refused() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn watch_ends_after_timeout_seconds() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    let stream = leases
+        .watch(&WatchParams::default().timeout(1), "0")
+        .await?;
+    futures::pin_mut!(stream);
+    // Nothing exists, so the first thing that happens is the server closing the stream.
+    assert!(stream.try_next().await?.is_none());
+    Ok(())
+}
