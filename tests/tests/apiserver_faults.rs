@@ -7,7 +7,7 @@ use futures::TryStreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
-use testkit::apiserver::{ApiServer, Config, FaultAction, FaultMatch, FaultSpec, UserInfo};
+use testkit::apiserver::{ApiServer, Config, FaultAction, FaultMatch, FaultSpec};
 use testkit::fixtures::lease;
 
 fn code<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> u16 {
@@ -99,9 +99,10 @@ async fn partition_cuts_off_one_client_while_others_are_served() -> anyhow::Resu
         .await?;
     let mut watch = Box::pin(watch);
 
-    let rule = server
-        .faults()
-        .partition_user(&UserInfo::service_account("default", "cut-off").name);
+    // Another pod of the same service account, with its own token, stays connected.
+    let sibling_token = server.service_account_token("default", "cut-off");
+    let sibling: Api<Lease> = Api::namespaced(server.client(&sibling_token), "default");
+    let rule = server.faults().partition_token(&cut_token);
 
     // Its requests hang...
     let pending = tokio::spawn({
@@ -118,6 +119,15 @@ async fn partition_cuts_off_one_client_while_others_are_served() -> anyhow::Resu
         )
         .await?;
     assert!(!pending.is_finished());
+    assert_eq!(
+        sibling
+            .get("p")
+            .await?
+            .spec
+            .and_then(|s| s.holder_identity)
+            .as_deref(),
+        Some("y")
+    );
 
     // Healing closes the silent watch without delivering what happened meanwhile, and the
     // hung request is lost with its connection.

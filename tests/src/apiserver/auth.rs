@@ -85,11 +85,10 @@ impl Authenticator {
         let Some(header) = authorization else {
             return Ok(UserInfo::anonymous());
         };
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(ApiError::unauthorized)?
-            .trim();
+        let token = super::http::bearer_token(Some(header));
+        if token.is_empty() {
+            return Err(ApiError::unauthorized());
+        }
         self.tokens
             .read()
             .unwrap_or_else(|p| p.into_inner())

@@ -17,9 +17,13 @@ use tokio::sync::watch;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultMatch {
-    /// Authenticated user name, e.g. `system:serviceaccount:ns:name`.
+    /// Authenticated user name, e.g. `system:serviceaccount:ns:name` (every pod of a
+    /// Deployment shares it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The exact bearer token: one client, even among pods sharing a service account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     /// A substring of the `User-Agent` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
@@ -71,6 +75,8 @@ pub struct FaultRule {
 #[derive(Clone, Debug, Default)]
 pub struct RequestFacts<'a> {
     pub user: &'a str,
+    /// The bearer token presented (empty if none).
+    pub token: &'a str,
     pub user_agent: &'a str,
     pub verb: &'a str,
     pub resource: &'a str,
@@ -79,6 +85,7 @@ pub struct RequestFacts<'a> {
 impl FaultMatch {
     fn matches(&self, r: &RequestFacts<'_>) -> bool {
         self.user.as_deref().is_none_or(|u| u == r.user)
+            && self.token.as_deref().is_none_or(|t| t == r.token)
             && self
                 .user_agent
                 .as_deref()
@@ -174,12 +181,12 @@ impl Faults {
         self.drop_watches.send_modify(|g| *g += 1);
     }
 
-    /// Cuts one client off: every request (and open watch) of `user` hangs until the returned
-    /// rule is removed.
-    pub fn partition_user(&self, user: &str) -> u64 {
+    /// Cuts one client off: every request (and open watch) made with `token` hangs until the
+    /// returned rule is removed, while everyone else is served.
+    pub fn partition_token(&self, token: &str) -> u64 {
         self.add(FaultSpec {
             matcher: FaultMatch {
-                user: Some(user.to_string()),
+                token: Some(token.to_string()),
                 ..FaultMatch::default()
             },
             action: FaultAction::Hang,
@@ -273,6 +280,7 @@ mod tests {
     fn facts<'a>(user: &'a str, verb: &'a str) -> RequestFacts<'a> {
         RequestFacts {
             user,
+            token: user,
             user_agent: "test/1.0",
             verb,
             resource: "leases",
@@ -306,7 +314,7 @@ mod tests {
     #[test]
     fn partition_matches_only_that_user() {
         let f = Faults::default();
-        let id = f.partition_user("alice");
+        let id = f.partition_token("alice");
         assert_eq!(f.decide(&facts("alice", "get")), Decision::Hang(id));
         assert_eq!(f.decide(&facts("bob", "get")), Decision::Serve);
         assert_eq!(f.hanging(&facts("alice", "watch")), Some(id));

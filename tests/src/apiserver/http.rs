@@ -171,6 +171,17 @@ fn route(path: &str) -> Route {
     }
 }
 
+/// The bearer token of an `Authorization` header, or `""`.
+pub fn bearer_token(authorization: Option<&str>) -> &str {
+    authorization
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .unwrap_or_default()
+}
+
 fn rbac_verb(method: &Method, has_name: bool, watch: bool) -> Option<&'static str> {
     Some(match (method.as_str(), has_name) {
         ("GET" | "HEAD", _) if watch => "watch",
@@ -260,8 +271,10 @@ pub async fn handle(
         record.name = rp.name.clone();
     }
 
+    let token = bearer_token(authorization.as_deref()).to_string();
     let facts = RequestFacts {
         user: &user.name,
+        token: &token,
         user_agent: &user_agent,
         verb: &verb,
         resource: &resource,
@@ -316,6 +329,7 @@ pub async fn handle(
                 content_type,
                 body,
                 user: user.clone(),
+                token,
                 user_agent,
                 watch,
             };
@@ -430,6 +444,7 @@ struct RequestContext {
     content_type: String,
     body: Bytes,
     user: UserInfo,
+    token: String,
     user_agent: String,
     watch: bool,
 }
@@ -778,6 +793,7 @@ fn watch(
         initial_events_end: ctx.query.flag("sendInitialEvents") && from.is_none(),
         timeout,
         user: ctx.user.name.clone(),
+        token: ctx.token.clone(),
         user_agent: ctx.user_agent.clone(),
     };
     match state.store.watch(&rt, namespace, from) {
@@ -805,6 +821,7 @@ struct WatchOptions {
     timeout: Duration,
     /// Who is watching (for partition rules).
     user: String,
+    token: String,
     user_agent: String,
 }
 
@@ -817,6 +834,7 @@ fn stream_watch(state: Arc<State>, options: WatchOptions, start: WatchStart) -> 
         initial_events_end,
         timeout,
         user,
+        token,
         user_agent,
     } = options;
     let WatchStart {
@@ -870,6 +888,7 @@ fn stream_watch(state: Arc<State>, options: WatchOptions, start: WatchStart) -> 
         let facts_hanging = |faults: &Faults| {
             faults.hanging(&RequestFacts {
                 user: &user,
+                token: &token,
                 user_agent: &user_agent,
                 verb: "watch",
                 resource: &rt.plural,
