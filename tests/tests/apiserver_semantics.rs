@@ -109,7 +109,7 @@ impl<K: Clone> ListRv for kube::core::ObjectList<K> {
 }
 
 #[tokio::test]
-async fn stale_update_conflicts_and_unconditional_update_succeeds() -> anyhow::Result<()> {
+async fn stale_update_conflicts_and_blind_update_follows_the_type_strategy() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
     let first = leases
@@ -141,12 +141,40 @@ async fn stale_update_conflicts_and_unconditional_update_succeeds() -> anyhow::R
     assert_eq!(details.group, "coordination.k8s.io");
     assert_eq!(details.kind, "leases");
 
-    // Without a resourceVersion the update is unconditional.
+    // Without a resourceVersion: Lease's strategy forbids unconditional updates, so the real
+    // server answers 422 rather than overwriting blindly.
     let mut blind = first.clone();
     blind.metadata.resource_version = None;
-    blind.spec.as_mut().unwrap().holder_identity = Some("d".into());
-    let blind = leases.replace("l", &PostParams::default(), &blind).await?;
-    assert_eq!(blind.spec.unwrap().holder_identity.as_deref(), Some("d"));
+    let status = api_status(
+        leases
+            .replace("l", &PostParams::default(), &blind)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        status.message,
+        "leases.coordination.k8s.io \"l\" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+    );
+
+    // Types whose strategy allows it (ConfigMap) take a PUT without resourceVersion as an
+    // unconditional update.
+    let cms: Api<ConfigMap> = Api::namespaced(cluster.client(), cluster.namespace());
+    let mut cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("cm".into()),
+            ..ObjectMeta::default()
+        },
+        data: Some([("k".to_string(), "1".to_string())].into()),
+        ..ConfigMap::default()
+    };
+    cms.create(&PostParams::default(), &cm).await?;
+    cm.data = Some([("k".to_string(), "2".to_string())].into());
+    let replaced = cms.replace("cm", &PostParams::default(), &cm).await?;
+    assert_eq!(
+        replaced.data.and_then(|d| d.get("k").cloned()).as_deref(),
+        Some("2")
+    );
     Ok(())
 }
 

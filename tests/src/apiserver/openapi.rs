@@ -1234,6 +1234,7 @@ mod tests {
             status_subresource: true,
             tracks_generation: true,
             allow_create_on_update: false,
+            allow_unconditional_update: false,
             name_rule: NameRule::Subdomain,
             extra_field_selectors: Vec::new(),
             printer_columns: Vec::new(),

@@ -107,6 +107,10 @@ pub struct ResourceType {
     pub tracks_generation: bool,
     /// Whether PUT of a missing object creates it (the strategy's `AllowCreateOnUpdate`).
     pub allow_create_on_update: bool,
+    /// Whether a PUT without `metadata.resourceVersion` is accepted as an unconditional
+    /// update (the strategy's `AllowUnconditionalUpdate`). Leases, CRDs and custom resources
+    /// say no: such a PUT is 422 "must be specified for an update".
+    pub allow_unconditional_update: bool,
     /// Whether names must be DNS-1123 labels (namespaces) instead of subdomains; RBAC types
     /// only need to be valid path segments.
     pub name_rule: NameRule,
@@ -202,6 +206,7 @@ fn builtin(
         status_subresource,
         tracks_generation,
         allow_create_on_update,
+        allow_unconditional_update: true,
         name_rule: NameRule::Subdomain,
         extra_field_selectors: Vec::new(),
         printer_columns: Vec::new(),
@@ -312,6 +317,7 @@ pub fn builtin_types() -> Vec<ResourceType> {
         K::Lease,
     );
     leases.printer_columns = vec![column("Holder", "string", ".spec.holderIdentity")];
+    leases.allow_unconditional_update = false;
 
     let mut crds = builtin(
         "apiextensions.k8s.io",
@@ -326,6 +332,7 @@ pub fn builtin_types() -> Vec<ResourceType> {
         K::CustomResourceDefinition,
     );
     crds.categories = vec!["api-extensions".to_string()];
+    crds.allow_unconditional_update = false;
     crds.printer_columns = vec![column("Created At", "date", ".metadata.creationTimestamp")];
 
     let mut deployments = builtin(

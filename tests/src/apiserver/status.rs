@@ -98,6 +98,33 @@ impl ApiError {
         )
     }
 
+    /// A PUT without `metadata.resourceVersion` to a type whose strategy forbids
+    /// unconditional updates. The real store names the *resource* where the kind belongs.
+    pub fn resource_version_required(rt: &ResourceType, name: &str) -> Self {
+        // Go renders the int64 zero with %#v.
+        let message = "Invalid value: 0x0: must be specified for an update";
+        Self::new(
+            422,
+            "Invalid",
+            format!(
+                "{} \"{}\" is invalid: metadata.resourceVersion: {}",
+                rt.qualified_plural(),
+                name,
+                message
+            ),
+        )
+        .with_details(json!({
+            "name": name,
+            "group": rt.group,
+            "kind": rt.plural,
+            "causes": [{
+                "reason": "FieldValueInvalid",
+                "message": message,
+                "field": "metadata.resourceVersion",
+            }],
+        }))
+    }
+
     /// 422 with one cause per field error, message as `Kind.group "name" is invalid: ...`.
     pub fn invalid(rt: &ResourceType, name: &str, causes: Vec<FieldError>) -> Self {
         let summary = causes.iter().map(FieldError::to_string).collect::<Vec<_>>();

@@ -659,10 +659,14 @@ impl Store {
             }
             return Err(ApiError::not_found(rt, name));
         };
-        if let Some(rv) = &requested_rv
-            && Some(rv.as_str()) != meta_str(&current, "resourceVersion")
-        {
-            return Err(ApiError::modified(rt, name));
+        match &requested_rv {
+            None if !rt.allow_unconditional_update => {
+                return Err(ApiError::resource_version_required(rt, name));
+            }
+            Some(rv) if Some(rv.as_str()) != meta_str(&current, "resourceVersion") => {
+                return Err(ApiError::modified(rt, name));
+            }
+            _ => {}
         }
         if let Some(uid) = meta_str(&object, "uid").filter(|u| !u.is_empty())
             && Some(uid) != meta_str(&current, "uid")
@@ -1093,6 +1097,7 @@ pub fn crd_types(crd: &Value) -> Vec<ResourceType> {
                         status_subresource: v.pointer("/subresources/status").is_some(),
                         tracks_generation: true,
                         allow_create_on_update: false,
+                        allow_unconditional_update: false,
                         name_rule: super::registry::NameRule::Subdomain,
                         extra_field_selectors: Vec::new(),
                         printer_columns,
