@@ -991,3 +991,167 @@ async fn watch_ends_after_timeout_seconds() -> anyhow::Result<()> {
     assert!(stream.try_next().await?.is_none());
     Ok(())
 }
+
+#[tokio::test]
+async fn malformed_bodies_get_4xx_for_every_type() -> anyhow::Result<()> {
+    // In-memory only: it walks the server's own type list.
+    let server = testkit::apiserver::ApiServer::start(Config::default()).await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(server.admin_client());
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(newresource_crd())?,
+    )
+    .await?;
+    let client = server.admin_client();
+    let bodies = [
+        "[]",
+        "\"x\"",
+        "{",
+        r#"{"metadata": "x"}"#,
+        r#"{"metadata": {"name": 5}}"#,
+        r#"{"metadata": {"name": "a", "labels": "x"}}"#,
+        r#"{"metadata": {"name": "a"}, "spec": "x"}"#,
+        r#"{"metadata": {"name": "a"}, "spec": {"names": "x", "versions": "x"}}"#,
+        r#"{"metadata": {"name": "a"}, "status": "x", "rules": "x", "subjects": 1}"#,
+        r#"{"metadata": {"name": "a", "resourceVersion": "x"}, "spec": [1]}"#,
+    ];
+    for rt in server.store().types() {
+        let base = if rt.group.is_empty() {
+            format!("/api/{}", rt.version)
+        } else {
+            format!("/apis/{}/{}", rt.group, rt.version)
+        };
+        let collection = if rt.namespaced {
+            format!("{base}/namespaces/default/{}", rt.plural)
+        } else {
+            format!("{base}/{}", rt.plural)
+        };
+        for body in bodies {
+            for (method, uri, content_type) in [
+                ("POST", collection.clone(), "application/json"),
+                ("PUT", format!("{collection}/a"), "application/json"),
+                (
+                    "PATCH",
+                    format!("{collection}/default"),
+                    "application/merge-patch+json",
+                ),
+                (
+                    "PATCH",
+                    format!("{collection}/default"),
+                    "application/json-patch+json",
+                ),
+                (
+                    "PATCH",
+                    format!("{collection}/default"),
+                    "application/strategic-merge-patch+json",
+                ),
+                ("DELETE", format!("{collection}/a"), "application/json"),
+            ] {
+                let req = http::Request::builder()
+                    .method(method)
+                    .uri(&uri)
+                    .header("content-type", content_type)
+                    .body(body.as_bytes().to_vec())?;
+                let resp = client.send(req.map(Into::into)).await?;
+                let code = resp.status().as_u16();
+                assert!(
+                    (200..500).contains(&code),
+                    "{method} {uri} with {body}: {code}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn per_type_strategies_match_the_real_registry() -> anyhow::Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{Event as CoreEvent, Service, ServiceAccount};
+    use k8s_openapi::api::events::v1::Event as EventsV1;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let cluster = TestCluster::start().await?;
+    let (client, ns) = (cluster.client(), cluster.namespace());
+
+    // Services need RFC 1035 names (a letter first).
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let svc: Service = serde_json::from_value(json!({"metadata": {"name": "1abc"}}))?;
+    assert_eq!(
+        code_of(services.create(&PostParams::default(), &svc).await),
+        422
+    );
+
+    // PodDisruptionBudgets refuse PUT without resourceVersion.
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    let pdb: PodDisruptionBudget = serde_json::from_value(
+        json!({"metadata": {"name": "pdb"}, "spec": {"maxUnavailable": 1}}),
+    )?;
+    pdbs.create(&PostParams::default(), &pdb).await?;
+    assert_eq!(
+        code_of(pdbs.replace("pdb", &PostParams::default(), &pdb).await),
+        422
+    );
+
+    // DELETE answers with the object for service accounts, with a Status for custom resources.
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "sa"}}))?;
+    sas.create(&PostParams::default(), &sa).await?;
+    assert!(sas.delete("sa", &DeleteParams::default()).await?.is_left());
+    let nrs = install_crd(&cluster).await?;
+    nrs.create(&PostParams::default(), &newresource("gone", "x"))
+        .await?;
+    assert!(
+        nrs.delete("gone", &DeleteParams::default())
+            .await?
+            .is_right()
+    );
+
+    // Core Events only need path-segment names; events.k8s.io validates subdomains.
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
+    let event: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"name": "Lease.Upper"},
+        "involvedObject": {"kind": "Lease", "name": "l"},
+        "source": {"component": "leader-sidecar"},
+        "reason": "R"
+    }))?;
+    core.create(&PostParams::default(), &event).await?;
+    let v1: Api<EventsV1> = Api::namespaced(client.clone(), ns);
+    let strict: EventsV1 = serde_json::from_value(json!({
+        "metadata": {"name": "Lease.Upper2"},
+        "eventTime": "2026-01-01T00:00:00.000000Z"
+    }))?;
+    assert_eq!(
+        code_of(v1.create(&PostParams::default(), &strict).await),
+        422
+    );
+    // `source` selects on source.component.
+    let by_source = core
+        .list(&ListParams::default().fields("source=leader-sidecar"))
+        .await?;
+    assert_eq!(by_source.items.len(), 1);
+
+    // Deployments count annotation changes in generation.
+    let deployments: Api<Deployment> = Api::namespaced(client, ns);
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}},
+                 "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}
+    }))?;
+    deployments.create(&PostParams::default(), &d).await?;
+    let annotated = deployments
+        .patch(
+            "d",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"k": "v"}}})),
+        )
+        .await?;
+    assert_eq!(annotated.metadata.generation, Some(2));
+    Ok(())
+}
+
+fn code_of<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> u16 {
+    match r {
+        Ok(_) => 200,
+        Err(e) => api_status(e).code,
+    }
+}

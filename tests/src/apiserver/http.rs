@@ -648,7 +648,7 @@ async fn resource_request(
             let deleted = state.store.delete(&rt, ns, name, &preconditions)?;
             let still_there = deleted.pointer("/metadata/deletionTimestamp").is_some()
                 && state.store.get(&rt, ns, name).is_ok();
-            if rt.is_custom() || still_there || rt.plural == "namespaces" {
+            if rt.return_deleted_object || still_there {
                 Ok(json_response(200, &deleted))
             } else {
                 Ok(json_response(

@@ -1235,6 +1235,8 @@ mod tests {
             tracks_generation: true,
             allow_create_on_update: false,
             allow_unconditional_update: false,
+            return_deleted_object: false,
+            generation_counts_annotations: false,
             name_rule: NameRule::Subdomain,
             extra_field_selectors: Vec::new(),
             printer_columns: Vec::new(),

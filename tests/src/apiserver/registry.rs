@@ -111,6 +111,11 @@ pub struct ResourceType {
     /// update (the strategy's `AllowUnconditionalUpdate`). Leases, CRDs and custom resources
     /// say no: such a PUT is 422 "must be specified for an update".
     pub allow_unconditional_update: bool,
+    /// Whether DELETE answers with the deleted object (the store's `ReturnDeletedObject`)
+    /// rather than a `Status`; either way an object still held by finalizers is returned.
+    pub return_deleted_object: bool,
+    /// Whether annotation changes also bump `generation` (apps workloads do).
+    pub generation_counts_annotations: bool,
     /// Whether names must be DNS-1123 labels (namespaces) instead of subdomains; RBAC types
     /// only need to be valid path segments.
     pub name_rule: NameRule,
@@ -128,6 +133,8 @@ pub enum NameRule {
     Subdomain,
     /// RFC 1123 label: at most 63 characters of `[a-z0-9-]`, alphanumeric at both ends.
     Label,
+    /// RFC 1035 label: an RFC 1123 label that starts with a letter (Services).
+    Dns1035Label,
     /// Only "not `.`/`..`, no `/` or `%`" (RBAC objects, whose names contain `:`).
     PathSegment,
 }
@@ -207,6 +214,8 @@ fn builtin(
         tracks_generation,
         allow_create_on_update,
         allow_unconditional_update: true,
+        return_deleted_object: false,
+        generation_counts_annotations: false,
         name_rule: NameRule::Subdomain,
         extra_field_selectors: Vec::new(),
         printer_columns: Vec::new(),
@@ -241,6 +250,7 @@ pub fn builtin_types() -> Vec<ResourceType> {
         K::Namespace,
     );
     namespaces.name_rule = NameRule::Label;
+    namespaces.return_deleted_object = true;
     namespaces.extra_field_selectors = vec!["status.phase".to_string()];
     namespaces.printer_columns = vec![column("Status", "string", ".status.phase")];
 
@@ -256,6 +266,9 @@ pub fn builtin_types() -> Vec<ResourceType> {
         true,
         K::CoreEvent,
     );
+    // Core v1 Event creation skips name validation for backwards compatibility; only the
+    // generic path-segment rule applies. events.k8s.io/v1 validates subdomains.
+    core_events.name_rule = NameRule::PathSegment;
     core_events.extra_field_selectors = [
         "involvedObject.kind",
         "involvedObject.namespace",
@@ -296,6 +309,10 @@ pub fn builtin_types() -> Vec<ResourceType> {
         "regarding.namespace",
         "regarding.name",
         "regarding.uid",
+        "regarding.apiVersion",
+        "regarding.resourceVersion",
+        "regarding.fieldPath",
+        "source",
         "reason",
         "reportingController",
         "type",
@@ -333,6 +350,7 @@ pub fn builtin_types() -> Vec<ResourceType> {
     );
     crds.categories = vec!["api-extensions".to_string()];
     crds.allow_unconditional_update = false;
+    crds.return_deleted_object = true;
     crds.printer_columns = vec![column("Created At", "date", ".metadata.creationTimestamp")];
 
     let mut deployments = builtin(
@@ -348,6 +366,7 @@ pub fn builtin_types() -> Vec<ResourceType> {
         K::Deployment,
     );
     deployments.categories = vec!["all".to_string()];
+    deployments.generation_counts_annotations = true;
 
     let mut services = builtin(
         "",
@@ -361,7 +380,9 @@ pub fn builtin_types() -> Vec<ResourceType> {
         true,
         K::Service,
     );
-    services.name_rule = NameRule::Label;
+    services.name_rule = NameRule::Dns1035Label;
+    services.return_deleted_object = true;
+    services.extra_field_selectors = vec!["spec.clusterIP".to_string(), "spec.type".to_string()];
     services.categories = vec!["all".to_string()];
 
     let mut rbac = Vec::new();
@@ -392,20 +413,54 @@ pub fn builtin_types() -> Vec<ResourceType> {
         rbac.push(t);
     }
 
+    let mut service_accounts = builtin(
+        "",
+        "v1",
+        "serviceaccounts",
+        "ServiceAccount",
+        true,
+        &["sa"],
+        false,
+        false,
+        false,
+        K::ServiceAccount,
+    );
+    service_accounts.return_deleted_object = true;
+
+    let mut secrets = builtin(
+        "",
+        "v1",
+        "secrets",
+        "Secret",
+        true,
+        &[],
+        false,
+        false,
+        false,
+        K::Secret,
+    );
+    secrets.extra_field_selectors = vec!["type".to_string()];
+
+    let mut pdbs = builtin(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        true,
+        &["pdb"],
+        true,
+        true,
+        false,
+        K::PodDisruptionBudget,
+    );
+    // "Status update should only be allowed if version match", and PDB validation never
+    // checks the name beyond the generic path-segment rule.
+    pdbs.allow_unconditional_update = false;
+    pdbs.name_rule = NameRule::PathSegment;
+
     let mut types = vec![
         namespaces,
-        builtin(
-            "",
-            "v1",
-            "serviceaccounts",
-            "ServiceAccount",
-            true,
-            &["sa"],
-            false,
-            false,
-            false,
-            K::ServiceAccount,
-        ),
+        service_accounts,
         builtin(
             "",
             "v1",
@@ -418,36 +473,14 @@ pub fn builtin_types() -> Vec<ResourceType> {
             false,
             K::ConfigMap,
         ),
-        builtin(
-            "",
-            "v1",
-            "secrets",
-            "Secret",
-            true,
-            &[],
-            false,
-            false,
-            false,
-            K::Secret,
-        ),
+        secrets,
         services,
         core_events,
         events_v1,
         leases,
         crds,
         deployments,
-        builtin(
-            "policy",
-            "v1",
-            "poddisruptionbudgets",
-            "PodDisruptionBudget",
-            true,
-            &["pdb"],
-            true,
-            true,
-            false,
-            K::PodDisruptionBudget,
-        ),
+        pdbs,
     ];
     types.extend(rbac);
     types

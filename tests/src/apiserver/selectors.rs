@@ -177,8 +177,11 @@ impl FieldSelector {
                 )));
             };
             let field = field.trim();
+            // Cluster-scoped built-ins accept `metadata.namespace` (it is always empty);
+            // namespaces and cluster-scoped custom resources do not.
+            let namespace_ok = rt.namespaced || (!rt.is_custom() && rt.plural != "namespaces");
             let supported = field == "metadata.name"
-                || (field == "metadata.namespace" && rt.namespaced)
+                || (field == "metadata.namespace" && namespace_ok)
                 || rt.extra_field_selectors.iter().any(|f| f == field);
             if !supported {
                 return Err(ApiError::bad_request(format!(
@@ -199,16 +202,34 @@ impl FieldSelector {
     }
 
     pub fn matches(&self, object: &Value) -> bool {
-        self.terms.iter().all(|(field, equal, want)| {
-            let pointer = format!("/{}", field.replace('.', "/"));
-            let have = match object.pointer(&pointer) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
-            };
-            (have == *want) == *equal
-        })
+        self.terms
+            .iter()
+            .all(|(field, equal, want)| (field_value(object, field) == *want) == *equal)
     }
+}
+
+/// The value a field selector compares for `field`: the field at that path, except Events'
+/// `source`, which is the source component or else the reporting controller (the real
+/// `ToSelectableFields`).
+fn field_value(object: &Value, field: &str) -> String {
+    let at = |pointer: &str| match object.pointer(pointer) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    if field == "source" {
+        return [
+            "/source/component",
+            "/deprecatedSource/component",
+            "/reportingComponent",
+            "/reportingController",
+        ]
+        .iter()
+        .map(|p| at(p))
+        .find(|v| !v.is_empty())
+        .unwrap_or_default();
+    }
+    at(&format!("/{}", field.replace('.', "/")))
 }
 
 #[cfg(test)]

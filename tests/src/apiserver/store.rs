@@ -158,7 +158,16 @@ fn remove_meta(object: &mut Value, field: &str) {
 fn spec_part(rt: &ResourceType, object: &Value) -> Value {
     let mut v = object.clone();
     if let Some(m) = v.as_object_mut() {
+        let annotations = m
+            .get("metadata")
+            .and_then(|meta| meta.get("annotations"))
+            .cloned();
         m.remove("metadata");
+        if rt.generation_counts_annotations
+            && let Some(a) = annotations
+        {
+            m.insert("metadata.annotations".to_string(), a);
+        }
         m.remove("apiVersion");
         m.remove("kind");
         if rt.status_subresource {
@@ -572,7 +581,10 @@ impl Store {
         }
         validation::validate_name(rt.name_rule, &name)
             .map_err(|e| ApiError::invalid(rt, &name, vec![e]))?;
-        if meta_str(&object, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
+        // etcd3's check parses the version: an unparsable one is ignored, a number is refused.
+        if meta_str(&object, "resourceVersion")
+            .is_some_and(|rv| rv.parse::<u64>().is_ok_and(|v| v > 0))
+        {
             // etcd3's store answers this with a plain error: 500 and no reason.
             return Err(ApiError::new(
                 500,
@@ -688,6 +700,20 @@ impl Store {
             Subresource::Main => object,
             Subresource::Status => with_status_of(current.clone(), &object),
         };
+        if rt.group.is_empty() && rt.plural == "namespaces" {
+            // The namespace strategy's PrepareForUpdate: spec.finalizers only change
+            // through the `finalize` subresource.
+            let kept = current.pointer("/spec/finalizers").cloned();
+            if let Some(m) = next.as_object_mut() {
+                let spec = m.entry("spec").or_insert_with(|| json!({}));
+                if let Some(spec) = spec.as_object_mut() {
+                    match kept {
+                        Some(f) => spec.insert("finalizers".to_string(), f),
+                        None => spec.remove("finalizers"),
+                    };
+                }
+            }
+        }
         // Server-owned metadata is kept from the stored object.
         for field in [
             "uid",
@@ -1012,7 +1038,8 @@ fn default_status_on_create(rt: &ResourceType, object: &mut Value) {
                         .collect()
                 })
                 .unwrap_or_default();
-            let mut accepted = names;
+            // Validation runs after this; a malformed `names` must not panic here.
+            let mut accepted = if names.is_object() { names } else { json!({}) };
             if accepted.get("singular").is_none()
                 && let Some(kind) = accepted.get("kind").and_then(Value::as_str)
             {
@@ -1098,8 +1125,21 @@ pub fn crd_types(crd: &Value) -> Vec<ResourceType> {
                         tracks_generation: true,
                         allow_create_on_update: false,
                         allow_unconditional_update: false,
+                        return_deleted_object: false,
+                        generation_counts_annotations: false,
                         name_rule: super::registry::NameRule::Subdomain,
-                        extra_field_selectors: Vec::new(),
+                        // `selectableFields` of the version (CustomResourceFieldSelectors).
+                        extra_field_selectors: v
+                            .get("selectableFields")
+                            .and_then(Value::as_array)
+                            .map(|fields| {
+                                fields
+                                    .iter()
+                                    .map(|f| str_at(f, "jsonPath").trim_start_matches('.').to_string())
+                                    .filter(|f| !f.is_empty())
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
                         printer_columns,
                         schema: Schema::Structural(schema),
                     }

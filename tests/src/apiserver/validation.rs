@@ -241,6 +241,19 @@ pub fn validate_name(rule: NameRule, name: &str) -> Result<(), FieldError> {
             }
             Ok(())
         }
+        NameRule::Dns1035Label => {
+            let ok = name.len() <= 63
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+            if ok {
+                Ok(())
+            } else {
+                err("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')".to_string())
+            }
+        }
         NameRule::Label => {
             let ok = name.len() <= 63
                 && name
@@ -365,6 +378,8 @@ mod tests {
         assert!(validate_name(NameRule::Label, &"a".repeat(64)).is_err());
         assert!(validate_name(NameRule::PathSegment, "system:leader").is_ok());
         assert!(validate_name(NameRule::PathSegment, "a/b").is_err());
+        assert!(validate_name(NameRule::Dns1035Label, "svc-1").is_ok());
+        assert!(validate_name(NameRule::Dns1035Label, "1svc").is_err());
         assert!(validate_name(NameRule::Subdomain, "").is_err());
     }
 
