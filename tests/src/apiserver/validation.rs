@@ -221,6 +221,21 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`: one dot-separated part of a DNS-1123 name.
+fn is_dns_part(part: &str) -> bool {
+    !part.is_empty()
+        && part
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && part.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && part.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// RFC 1123 label: a DNS part of at most 63 characters.
+fn is_rfc1123_label(label: &str) -> bool {
+    label.len() <= 63 && is_dns_part(label)
+}
+
 /// Checks `name` against the type's naming rule, with the real server's messages.
 pub fn validate_name(rule: NameRule, name: &str) -> Result<(), FieldError> {
     let value = Value::String(name.to_string());
@@ -242,40 +257,22 @@ pub fn validate_name(rule: NameRule, name: &str) -> Result<(), FieldError> {
             Ok(())
         }
         NameRule::Dns1035Label => {
-            let ok = name.len() <= 63
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && name.starts_with(|c: char| c.is_ascii_lowercase())
-                && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-            if ok {
+            if is_rfc1123_label(name) && name.starts_with(|c: char| c.is_ascii_lowercase()) {
                 Ok(())
             } else {
                 err("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')".to_string())
             }
         }
         NameRule::Label => {
-            let ok = name.len() <= 63
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-                && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-            if ok {
+            if is_rfc1123_label(name) {
                 Ok(())
             } else {
                 err("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')".to_string())
             }
         }
         NameRule::Subdomain => {
-            let label_ok = |l: &str| {
-                !l.is_empty()
-                    && l.chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                    && l.starts_with(|c: char| c.is_ascii_alphanumeric())
-                    && l.ends_with(|c: char| c.is_ascii_alphanumeric())
-            };
-            if name.len() <= 253 && name.split('.').all(label_ok) {
+            // The real regex caps only the whole name (253), not each part.
+            if name.len() <= 253 && name.split('.').all(is_dns_part) {
                 Ok(())
             } else {
                 err("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".to_string())
