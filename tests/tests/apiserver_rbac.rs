@@ -235,3 +235,41 @@ async fn groups_and_users_from_tokens() -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn non_resource_urls_are_authorized_by_rules() -> anyhow::Result<()> {
+    let server = rbac_server().await?;
+    let anonymous = testkit::apiserver::client_for(&server.url(), None);
+    let get = |path: &str| http::Request::get(path).body(Vec::new());
+    // /version is public; discovery needs an authenticated user (or a rule).
+    let version = anonymous.send(get("/version")?.map(Into::into)).await?;
+    assert_eq!(version.status().as_u16(), 200);
+    let api = anonymous.send(get("/api")?.map(Into::into)).await?;
+    assert_eq!(api.status().as_u16(), 403);
+
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "anonymous-discovery"},
+        "rules": [{"nonResourceURLs": ["/api", "/apis/*"], "verbs": ["get"]}]
+    }))?;
+    Api::<ClusterRole>::all(server.admin_client())
+        .create(&PostParams::default(), &role)
+        .await?;
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "anonymous-discovery"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "anonymous-discovery"},
+        "subjects": [{"kind": "User", "name": "system:anonymous", "apiGroup": "rbac.authorization.k8s.io"}]
+    }))?;
+    Api::<ClusterRoleBinding>::all(server.admin_client())
+        .create(&PostParams::default(), &binding)
+        .await?;
+    let api = anonymous.send(get("/api")?.map(Into::into)).await?;
+    assert_eq!(api.status().as_u16(), 200);
+    let group = anonymous
+        .send(get("/apis/coordination.k8s.io")?.map(Into::into))
+        .await?;
+    assert_eq!(group.status().as_u16(), 200);
+    // The wildcard covers only what it names.
+    let openapi = anonymous.send(get("/openapi/v2")?.map(Into::into)).await?;
+    assert_eq!(openapi.status().as_u16(), 403);
+    Ok(())
+}

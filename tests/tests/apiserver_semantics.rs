@@ -1155,3 +1155,96 @@ fn code_of<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> u16 {
         Err(e) => api_status(e).code,
     }
 }
+
+#[tokio::test]
+async fn delete_collection_metadata_lists_and_initial_events_bookmark() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    for (name, team) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        let mut l = lease(name, "h");
+        l.metadata.labels = Some([("team".to_string(), team.to_string())].into());
+        leases.create(&PostParams::default(), &l).await?;
+    }
+    // Metadata-only lists (PartialObjectMetadataList) carry names but no spec.
+    let metadata = leases.list_metadata(&ListParams::default()).await?;
+    assert_eq!(metadata.items.len(), 3);
+    assert_eq!(metadata.items[0].metadata.name.as_deref(), Some("a"));
+
+    // deletecollection honours the label selector.
+    leases
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("team=x"),
+        )
+        .await?;
+    let left = leases.list(&ListParams::default()).await?;
+    assert_eq!(
+        left.items
+            .iter()
+            .map(|l| l.metadata.name.clone().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        vec!["c"]
+    );
+
+    // sendInitialEvents: current objects, then a bookmark marking their end.
+    if cluster.in_memory().is_some() {
+        let path = format!(
+            "/apis/coordination.k8s.io/v1/namespaces/{}/leases?watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=5",
+            cluster.namespace()
+        );
+        let req = http::Request::get(path).body(Vec::new())?;
+        let lines = cluster.client().request_events::<Lease>(req).await?;
+        futures::pin_mut!(lines);
+        match lines.try_next().await? {
+            Some(WatchEvent::Added(l)) => assert_eq!(l.metadata.name.as_deref(), Some("c")),
+            other => panic!("expected ADDED, got {other:?}"),
+        }
+        match lines.try_next().await? {
+            Some(WatchEvent::Bookmark(b)) => assert_eq!(
+                b.metadata
+                    .annotations
+                    .get("k8s.io/initial-events-end")
+                    .map(String::as_str),
+                Some("true")
+            ),
+            other => panic!("expected the initial-events-end BOOKMARK, got {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn crd_selectable_fields_are_field_selectors() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    if cluster.in_memory().is_none() {
+        eprintln!("skipped against a real cluster: would change the shared NewResource CRD");
+        return Ok(());
+    }
+    let mut crd = newresource_crd();
+    crd["spec"]["versions"][0]["selectableFields"] = json!([{"jsonPath": ".spec.foo"}]);
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
+    crds.create(&PostParams::default(), &serde_json::from_value(crd)?)
+        .await?;
+    let nrs: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client(),
+        cluster.namespace(),
+        &newresource_api_resource(),
+    );
+    nrs.create(&PostParams::default(), &newresource("one", "alpha"))
+        .await?;
+    nrs.create(&PostParams::default(), &newresource("two", "beta"))
+        .await?;
+    let found = nrs
+        .list(&ListParams::default().fields("spec.foo=beta"))
+        .await?;
+    assert_eq!(found.items.len(), 1);
+    assert_eq!(found.items[0].metadata.name.as_deref(), Some("two"));
+    // A field that is not selectable is still refused.
+    let status = api_status(
+        nrs.list(&ListParams::default().fields("spec.bar=x"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status.code, 400);
+    Ok(())
+}

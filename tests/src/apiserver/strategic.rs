@@ -314,6 +314,21 @@ mod tests {
     }
 
     #[test]
+    fn retain_keys_and_delete_from_primitive_list() {
+        let original = json!({
+            "metadata": {"finalizers": ["a", "b", "c"]},
+            "spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}
+        });
+        let patch = json!({
+            "metadata": {"$deleteFromPrimitiveList/finalizers": ["b"], "finalizers": ["d"]},
+            "spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}
+        });
+        let patched = deployment_patch(original, patch);
+        assert_eq!(patched["metadata"]["finalizers"], json!(["a", "c", "d"]));
+        assert_eq!(patched["spec"]["strategy"], json!({"type": "Recreate"}));
+    }
+
+    #[test]
     fn lists_without_merge_strategy_are_replaced_and_nulls_delete() {
         let original = deployment(json!([{"name": "a", "args": ["1", "2"], "image": "x"}]));
         let patched = deployment_patch(
