@@ -3,4 +3,5 @@ pub mod cli;
 pub mod cluster;
 pub mod fixtures;
 pub mod kubectl;
+pub mod outcome;
 pub mod process;

@@ -9,14 +9,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, Wat
 use serde_json::json;
 use testkit::apiserver::{ApiServer, Config, FaultAction, FaultMatch, FaultSpec};
 use testkit::fixtures::lease;
-
-fn code<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> u16 {
-    match r {
-        Ok(_) => 200,
-        Err(kube::Error::Api(s)) => s.code,
-        Err(other) => panic!("unexpected error {other:?}"),
-    }
-}
+use testkit::outcome::code_of;
 
 #[tokio::test]
 async fn error_rules_answer_with_status_and_retry_after_then_expire() -> anyhow::Result<()> {
@@ -47,15 +40,15 @@ async fn error_rules_answer_with_status_and_retry_after_then_expire() -> anyhow:
     );
     // One use left, then the rule is gone; other verbs were never affected.
     assert_eq!(
-        code(
+        code_of(
             leases
                 .create(&PostParams::default(), &lease("a", "x"))
                 .await
         ),
         200
     );
-    assert_eq!(code(leases.list(&ListParams::default()).await), 429);
-    assert_eq!(code(leases.list(&ListParams::default()).await), 200);
+    assert_eq!(code_of(leases.list(&ListParams::default()).await), 429);
+    assert_eq!(code_of(leases.list(&ListParams::default()).await), 200);
     assert!(server.faults().list().is_empty());
     Ok(())
 }
@@ -201,7 +194,7 @@ async fn control_endpoint_adds_lists_and_removes_rules() -> anyhow::Result<()> {
     let bad = http::Request::post("/_inmem/faults")
         .header("content-type", "application/json")
         .body(b"{\"action\": \"explode\"}".to_vec())?;
-    assert_eq!(code(client.request::<serde_json::Value>(bad).await), 400);
+    assert_eq!(code_of(client.request::<serde_json::Value>(bad).await), 400);
 
     let removed: serde_json::Value = client
         .request(http::Request::delete(format!("/_inmem/faults/{id}")).body(Vec::new())?)

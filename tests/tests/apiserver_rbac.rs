@@ -7,6 +7,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchParams};
 use serde_json::json;
 use testkit::apiserver::{ApiServer, Config, UserInfo};
 use testkit::fixtures::lease;
+use testkit::outcome::{code_of, status_of};
 
 async fn rbac_server() -> anyhow::Result<ApiServer> {
     Ok(ApiServer::start(Config {
@@ -14,14 +15,6 @@ async fn rbac_server() -> anyhow::Result<ApiServer> {
         ..Config::default()
     })
     .await?)
-}
-
-fn status_code(result: Result<impl std::fmt::Debug, kube::Error>) -> u16 {
-    match result {
-        Err(kube::Error::Api(s)) => s.code,
-        Ok(_) => 200,
-        Err(other) => panic!("unexpected error {other:?}"),
-    }
 }
 
 /// The sidecar's Role as deploy/ will write it: resourceNames limit get/update/patch to one
@@ -55,13 +48,13 @@ async fn unknown_token_is_401_and_anonymous_is_403() -> anyhow::Result<()> {
     let server = rbac_server().await?;
     let bad = server.client("not-a-token");
     let leases: Api<Lease> = Api::namespaced(bad, "default");
-    assert_eq!(status_code(leases.list(&ListParams::default()).await), 401);
+    assert_eq!(code_of(leases.list(&ListParams::default()).await), 401);
 
     let anonymous: Api<Lease> = Api::namespaced(
         testkit::apiserver::client_for(&server.url(), None),
         "default",
     );
-    let err = leases_err(anonymous.list(&ListParams::default()).await);
+    let err = status_of(anonymous.list(&ListParams::default()).await);
     assert_eq!(err.code, 403);
     assert!(
         err.message
@@ -70,13 +63,6 @@ async fn unknown_token_is_401_and_anonymous_is_403() -> anyhow::Result<()> {
         err.message
     );
     Ok(())
-}
-
-fn leases_err<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> kube::core::Status {
-    match r {
-        Err(kube::Error::Api(s)) => *s,
-        other => panic!("expected an API error, got {other:?}"),
-    }
 }
 
 #[tokio::test]
@@ -104,7 +90,7 @@ async fn role_with_resource_names_limits_a_service_account_to_one_lease() -> any
     leases
         .create(&PostParams::default(), &lease("other", "x"))
         .await?;
-    let err = leases_err(leases.get("other").await);
+    let err = status_of(leases.get("other").await);
     assert_eq!((err.code, err.reason.as_str()), (403, "Forbidden"));
     assert_eq!(
         err.message,
@@ -125,12 +111,12 @@ async fn role_with_resource_names_limits_a_service_account_to_one_lease() -> any
         .list(&ListParams::default().fields("metadata.name=my-lease"))
         .await?;
     // ...but not for all leases.
-    assert_eq!(status_code(leases.list(&ListParams::default()).await), 403);
+    assert_eq!(code_of(leases.list(&ListParams::default()).await), 403);
 
     // Other namespaces are out of reach.
     let elsewhere: Api<Lease> = Api::namespaced(server.client(&token), "kube-system");
     assert_eq!(
-        status_code(
+        code_of(
             elsewhere
                 .create(&PostParams::default(), &lease("my-lease", "x"))
                 .await
@@ -188,7 +174,7 @@ async fn cluster_role_binding_and_status_subresource_rules() -> anyhow::Result<(
         )
         .await?;
     // The main resource is read-only for it.
-    let err = leases_err(
+    let err = status_of(
         as_sa
             .patch(
                 "nr",
@@ -219,7 +205,7 @@ async fn groups_and_users_from_tokens() -> anyhow::Result<()> {
         .create(&PostParams::default(), &role)
         .await?;
     let leases: Api<Lease> = Api::all(server.client("alice-token"));
-    assert_eq!(status_code(leases.list(&ListParams::default()).await), 403);
+    assert_eq!(code_of(leases.list(&ListParams::default()).await), 403);
     let binding: ClusterRoleBinding = serde_json::from_value(json!({
         "metadata": {"name": "readers"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "lease-reader"},

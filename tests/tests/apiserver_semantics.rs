@@ -21,13 +21,7 @@ use testkit::apiserver::Config;
 use testkit::cluster::TestCluster;
 use testkit::fixtures::lease;
 use testkit::fixtures::{newresource_api_resource, newresource_crd};
-
-fn api_status(err: kube::Error) -> kube::core::Status {
-    match err {
-        kube::Error::Api(status) => *status,
-        other => panic!("expected an API Status error, got {other:?}"),
-    }
-}
+use testkit::outcome::{code_of, status_of};
 
 fn rv(meta: &ObjectMeta) -> u64 {
     meta.resource_version
@@ -124,12 +118,7 @@ async fn stale_update_conflicts_and_blind_update_follows_the_type_strategy() -> 
     // Writing with the old resourceVersion is a 409 Conflict with the real message.
     let mut stale = first.clone();
     stale.spec.as_mut().unwrap().holder_identity = Some("c".into());
-    let status = api_status(
-        leases
-            .replace("l", &PostParams::default(), &stale)
-            .await
-            .unwrap_err(),
-    );
+    let status = status_of(leases.replace("l", &PostParams::default(), &stale).await);
     assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
     assert!(
         status.message.contains("the object has been modified"),
@@ -145,12 +134,7 @@ async fn stale_update_conflicts_and_blind_update_follows_the_type_strategy() -> 
     // server answers 422 rather than overwriting blindly.
     let mut blind = first.clone();
     blind.metadata.resource_version = None;
-    let status = api_status(
-        leases
-            .replace("l", &PostParams::default(), &blind)
-            .await
-            .unwrap_err(),
-    );
+    let status = status_of(leases.replace("l", &PostParams::default(), &blind).await);
     assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
     assert_eq!(
         status.message,
@@ -185,11 +169,10 @@ async fn create_existing_is_already_exists_and_missing_is_not_found() -> anyhow:
     leases
         .create(&PostParams::default(), &lease("l", "a"))
         .await?;
-    let status = api_status(
+    let status = status_of(
         leases
             .create(&PostParams::default(), &lease("l", "a"))
-            .await
-            .unwrap_err(),
+            .await,
     );
     assert_eq!(
         (status.code, status.reason.as_str()),
@@ -200,7 +183,7 @@ async fn create_existing_is_already_exists_and_missing_is_not_found() -> anyhow:
         "leases.coordination.k8s.io \"l\" already exists"
     );
 
-    let status = api_status(leases.get("missing").await.unwrap_err());
+    let status = status_of(leases.get("missing").await);
     assert_eq!((status.code, status.reason.as_str()), (404, "NotFound"));
     assert_eq!(
         status.message,
@@ -209,21 +192,15 @@ async fn create_existing_is_already_exists_and_missing_is_not_found() -> anyhow:
     assert_eq!(status.details.map(|d| d.name), Some("missing".to_string()));
     assert!(leases.get_opt("missing").await?.is_none());
 
-    let status = api_status(
-        leases
-            .delete("missing", &DeleteParams::default())
-            .await
-            .unwrap_err(),
-    );
+    let status = status_of(leases.delete("missing", &DeleteParams::default()).await);
     assert_eq!(status.code, 404);
 
     // Writing into a namespace that does not exist is a NotFound for the namespace.
     let elsewhere: Api<Lease> = Api::namespaced(cluster.client(), "no-such-namespace");
-    let status = api_status(
+    let status = status_of(
         elsewhere
             .create(&PostParams::default(), &lease("l", "a"))
-            .await
-            .unwrap_err(),
+            .await,
     );
     assert_eq!(status.code, 404);
     assert!(
@@ -253,12 +230,7 @@ async fn lease_validation_and_microtime_precision() -> anyhow::Result<()> {
 
     let mut bad = lease("bad", "a");
     bad.spec.as_mut().unwrap().lease_duration_seconds = Some(0);
-    let status = api_status(
-        leases
-            .create(&PostParams::default(), &bad)
-            .await
-            .unwrap_err(),
-    );
+    let status = status_of(leases.create(&PostParams::default(), &bad).await);
     assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
     assert!(
         status
@@ -268,11 +240,10 @@ async fn lease_validation_and_microtime_precision() -> anyhow::Result<()> {
         status.message
     );
 
-    let status = api_status(
+    let status = status_of(
         leases
             .create(&PostParams::default(), &lease("Not_A_DNS_Name", "a"))
-            .await
-            .unwrap_err(),
+            .await,
     );
     assert_eq!(status.code, 422);
     assert!(
@@ -324,7 +295,7 @@ async fn concurrent_updaters_exactly_one_wins_per_resource_version() -> anyhow::
         for t in tasks {
             match t.await? {
                 Ok(l) => winners.push(l),
-                Err(e) => assert_eq!(api_status(e).code, 409),
+                Err(e) => assert_eq!(code_of(Err::<(), _>(e)), 409),
             }
         }
         assert_eq!(
@@ -382,22 +353,20 @@ async fn status_subresource_and_generation_for_custom_resources() -> anyhow::Res
     assert_eq!(labelled.metadata.generation, Some(2));
 
     // A status write with a stale resourceVersion conflicts.
-    let status = api_status(
+    let status = status_of(
         nrs.replace_status("one", &PostParams::default(), &with_status)
-            .await
-            .unwrap_err(),
+            .await,
     );
     assert_eq!(status.code, 409);
 
     // A wrong type in status is rejected by the CRD schema.
-    let status = api_status(
+    let status = status_of(
         nrs.patch_status(
             "one",
             &PatchParams::default(),
             &Patch::Merge(json!({"status": {"ready": "yes"}})),
         )
-        .await
-        .unwrap_err(),
+        .await,
     );
     assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
     Ok(())
@@ -469,15 +438,14 @@ async fn patches_merge_json_and_strategic() -> anyhow::Result<()> {
     let failed_test: json_patch::Patch = serde_json::from_value(json!([
         {"op": "test", "path": "/spec/holderIdentity", "value": "nope"}
     ]))?;
-    let status = api_status(
+    let status = status_of(
         leases
             .patch(
                 "p",
                 &PatchParams::default(),
                 &Patch::<()>::Json(failed_test),
             )
-            .await
-            .unwrap_err(),
+            .await,
     );
     assert_eq!(status.code, 422);
 
@@ -494,15 +462,14 @@ async fn patches_merge_json_and_strategic() -> anyhow::Result<()> {
     );
 
     // A resourceVersion in a patch is a precondition.
-    let status = api_status(
+    let status = status_of(
         leases
             .patch(
                 "p",
                 &PatchParams::default(),
                 &Patch::Merge(json!({"metadata": {"resourceVersion": created.metadata.resource_version}, "spec": {"holderIdentity": "e"}})),
             )
-            .await
-            .unwrap_err(),
+            .await,
     );
     assert_eq!(status.code, 409);
 
@@ -510,14 +477,13 @@ async fn patches_merge_json_and_strategic() -> anyhow::Result<()> {
     let nrs = install_crd(&cluster).await?;
     nrs.create(&PostParams::default(), &newresource("s", "bar"))
         .await?;
-    let status = api_status(
+    let status = status_of(
         nrs.patch(
             "s",
             &PatchParams::default(),
             &Patch::Strategic(json!({"spec": {"foo": "x"}})),
         )
-        .await
-        .unwrap_err(),
+        .await,
     );
     assert_eq!(status.code, 415);
     Ok(())
@@ -557,11 +523,10 @@ async fn list_selectors_and_pagination() -> anyhow::Result<()> {
         vec!["l3"]
     );
 
-    let status = api_status(
+    let status = status_of(
         leases
             .list(&ListParams::default().fields("spec.holderIdentity=a"))
-            .await
-            .unwrap_err(),
+            .await,
     );
     assert_eq!(status.code, 400);
 
@@ -826,7 +791,7 @@ async fn delete_preconditions_are_checked() -> anyhow::Result<()> {
         }),
         ..DeleteParams::default()
     };
-    let status = api_status(leases.delete("d", &wrong).await.unwrap_err());
+    let status = status_of(leases.delete("d", &wrong).await);
     assert_eq!(status.code, 409);
     let right = DeleteParams {
         preconditions: Some(Preconditions {
@@ -868,7 +833,7 @@ async fn crd_lifecycle_serves_and_removes_custom_resources() -> anyhow::Result<(
             &DeleteParams::default(),
         )
         .await?;
-        let status = api_status(nrs.list(&ListParams::default()).await.unwrap_err());
+        let status = status_of(nrs.list(&ListParams::default()).await);
         assert_eq!(status.code, 404);
     }
     Ok(())
@@ -970,7 +935,7 @@ async fn create_with_resource_version_is_refused() -> anyhow::Result<()> {
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
     let mut l = lease("with-rv", "a");
     l.metadata.resource_version = Some("12".into());
-    let status = api_status(leases.create(&PostParams::default(), &l).await.unwrap_err());
+    let status = status_of(leases.create(&PostParams::default(), &l).await);
     assert_eq!(status.code, 500);
     assert_eq!(
         status.message,
@@ -1149,13 +1114,6 @@ async fn per_type_strategies_match_the_real_registry() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn code_of<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> u16 {
-    match r {
-        Ok(_) => 200,
-        Err(e) => api_status(e).code,
-    }
-}
-
 #[tokio::test]
 async fn delete_collection_metadata_lists_and_initial_events_bookmark() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
@@ -1240,11 +1198,7 @@ async fn crd_selectable_fields_are_field_selectors() -> anyhow::Result<()> {
     assert_eq!(found.items.len(), 1);
     assert_eq!(found.items[0].metadata.name.as_deref(), Some("two"));
     // A field that is not selectable is still refused.
-    let status = api_status(
-        nrs.list(&ListParams::default().fields("spec.bar=x"))
-            .await
-            .unwrap_err(),
-    );
+    let status = status_of(nrs.list(&ListParams::default().fields("spec.bar=x")).await);
     assert_eq!(status.code, 400);
     Ok(())
 }
