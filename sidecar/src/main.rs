@@ -1,7 +1,182 @@
-//! `leader-sidecar`: holds a `coordination.k8s.io/v1` Lease and serves leadership on
-//! `127.0.0.1:4040`. The elector arrives with issue #3; until then the binary only says so.
+//! `leader-sidecar`: holds a `coordination.k8s.io/v1` Lease and serves leadership to the local
+//! controller on `127.0.0.1:4040`, with probes and metrics on `0.0.0.0:4041`.
 
-fn main() {
-    eprintln!("leader-sidecar: not implemented yet (issue #3)");
-    std::process::exit(2);
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use leader_sidecar::cli;
+use leader_sidecar::config::{Args, Settings, lease_namespace};
+use leader_sidecar::elector::Elector;
+use leader_sidecar::http::{self, Admin, Api};
+use leader_sidecar::leadership::Leadership;
+use leader_sidecar::lease_api::{LeaseApi, watch_lease};
+use leader_sidecar::metrics::Metrics;
+use leader_sidecar::runner::{self, Command, Heartbeat, Runner};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+fn main() -> ExitCode {
+    let args: Args = cli::parse_or_exit();
+    let settings = args.validate().unwrap_or_else(|e| cli::exit_usage(&e));
+    cli::init_tracing(settings.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn kube_config(settings: &Settings) -> anyhow::Result<kube::Config> {
+    let mut config = match &settings.kubeconfig {
+        Some(paths) => {
+            // KUBECONFIG may list several files, as for kubectl.
+            let mut merged: Option<Kubeconfig> = None;
+            for path in std::env::split_paths(paths) {
+                let kc = Kubeconfig::read_from(&path)
+                    .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+                merged = Some(match merged {
+                    None => kc,
+                    Some(m) => m.merge(kc).context("cannot merge kubeconfig files")?,
+                });
+            }
+            let kc = merged.context("--kubeconfig is empty")?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .context("invalid kubeconfig")?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration: not in a cluster, and no kubeconfig")?,
+    };
+    // Our own timeouts bound every request so that it fits in the renew deadline; kube's
+    // automatic retries of 429/503/504 would stretch a renew past it.
+    config.default_retry = false;
+    config.connect_timeout = Some(settings.api_timeout);
+    config.read_timeout = None;
+    Ok(config)
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let config = kube_config(&settings).await?;
+    let namespace = lease_namespace(
+        settings.lease_namespace.as_deref(),
+        &config.default_namespace,
+    );
+    let client = kube::Client::try_from(config).context("cannot build the Kubernetes client")?;
+    let lease_ref = format!("{namespace}/{}", settings.lease_name);
+
+    let api_listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", settings.listen))?;
+    let admin_listener = TcpListener::bind(settings.admin_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (--admin-listen)",
+                settings.admin_listen
+            )
+        })?;
+    tracing::info!(
+        identity = %settings.identity,
+        lease = %lease_ref,
+        listen = %api_listener.local_addr()?,
+        admin = %admin_listener.local_addr()?,
+        "leader-sidecar starting"
+    );
+
+    let metrics = Metrics::new(&settings.lease_name);
+    let leadership = Arc::new(Leadership::new(
+        settings.identity.clone(),
+        lease_ref.clone(),
+        settings.grant,
+        settings.consumer_timeout,
+    ));
+    let heartbeat = Arc::new(Heartbeat::default());
+    let (commands_tx, commands) = mpsc::channel(16);
+    let (watched_tx, watched) = mpsc::channel(64);
+    let timings = settings.timings.clone();
+
+    let api = Api {
+        leadership: leadership.clone(),
+        metrics: metrics.clone(),
+        commands: commands_tx.clone(),
+        yield_backoff: timings.yield_backoff,
+    };
+    tokio::spawn(http::serve(
+        api_listener,
+        settings.max_connections,
+        http::api_send_buffer(),
+        move |req| api.clone().handle(req),
+    ));
+    let admin = Admin {
+        leadership: leadership.clone(),
+        metrics: metrics.clone(),
+        heartbeat: heartbeat.clone(),
+        wedged_after: timings.lease_duration * 2,
+    };
+    tokio::spawn(http::serve(
+        admin_listener,
+        settings.max_connections,
+        None,
+        move |req| admin.clone().handle(req),
+    ));
+
+    let leases = LeaseApi::new(
+        client.clone(),
+        &namespace,
+        &settings.lease_name,
+        settings.api_timeout,
+        metrics.clone(),
+    );
+    tokio::spawn(watch_lease(
+        leases.clone(),
+        timings.retry_period,
+        watched_tx,
+    ));
+
+    let signal_leadership = leadership.clone();
+    tokio::spawn(async move {
+        cli::shutdown_signal().await;
+        // Stop granting before anything else; the elector then waits for the outstanding
+        // grants (or a yield) and releases.
+        signal_leadership.revoke(true, Instant::now());
+        tracing::info!("shutting down: stopped granting leadership");
+        let _ = commands_tx.send(Command::Shutdown).await;
+    });
+
+    let runner = Runner {
+        elector: Elector::new(
+            settings.identity.clone(),
+            namespace,
+            settings.lease_name.clone(),
+            timings,
+            rand::random(),
+        ),
+        leases,
+        leadership,
+        metrics,
+        recorder: Some(runner::recorder(client, &settings.identity)),
+        lease_ref,
+        heartbeat,
+        watched,
+        commands,
+    };
+    runner.run().await;
+    tracing::info!("leader-sidecar stopped");
+    Ok(())
 }

@@ -132,6 +132,28 @@ impl TestCluster {
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
     }
+
+    /// A kubeconfig for one spawned client. In memory it carries a token of its own (an
+    /// administrator named `name`), returned too so that faults can single this client out;
+    /// against a real cluster it is the shared kubeconfig and no token.
+    pub fn client_kubeconfig(&self, name: &str) -> anyhow::Result<(PathBuf, Option<String>)> {
+        let Backend::InMemory(server) = &self.backend else {
+            return Ok((self.kubeconfig.clone(), None));
+        };
+        let dir = self
+            .kubeconfig
+            .parent()
+            .ok_or_else(|| anyhow::anyhow!("kubeconfig has no directory"))?;
+        let token = format!("{name}-{}", uuid::Uuid::new_v4().simple());
+        let user = crate::apiserver::auth::UserInfo {
+            name: name.to_owned(),
+            ..crate::apiserver::auth::UserInfo::admin()
+        };
+        server.add_token(&token, user);
+        let path = dir.join(format!("kubeconfig-{name}"));
+        server.write_kubeconfig(&path, &token)?;
+        Ok((path, Some(token)))
+    }
 }
 
 impl Drop for TestCluster {

@@ -1,7 +1,10 @@
 pub mod apiserver;
-pub mod cli;
+pub mod bins;
+pub use leader_sidecar::cli;
 pub mod cluster;
 pub mod fixtures;
 pub mod kubectl;
 pub mod outcome;
 pub mod process;
+pub mod sidecar;
+pub mod web;

@@ -1,4 +1,4 @@
-//! Command-line plumbing shared by the binaries in this crate: human durations, the log
+//! Command-line plumbing shared by every binary of the workspace: human durations, the log
 //! format switch, exit status 2 with a one-line reason for bad flags, and shutdown signals.
 
 use std::time::Duration;
@@ -28,20 +28,41 @@ pub fn parse_or_exit<T: Parser>() -> T {
             std::process::exit(0);
         }
         Err(e) => {
-            let bin = std::env::args()
-                .next()
-                .and_then(|a| {
-                    std::path::Path::new(&a)
-                        .file_name()
-                        .map(|f| f.to_string_lossy().into_owned())
-                })
-                .unwrap_or_default();
+            let bin = program_name();
+            // clap's first paragraph, folded to one line ("... not provided: --lease-name <..>").
             let rendered = e.to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{bin}: {first}");
+            let first: Vec<&str> = rendered
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let line = if first.is_empty() {
+                "invalid arguments".to_owned()
+            } else {
+                first.join(" ")
+            };
+            eprintln!("{bin}: {line}");
             std::process::exit(2);
         }
     }
+}
+
+/// Reports a usage error found after parsing (flags that contradict each other) the same way:
+/// one line, exit status 2.
+pub fn exit_usage(message: &str) -> ! {
+    eprintln!("{}: error: {message}", program_name());
+    std::process::exit(2);
+}
+
+fn program_name() -> String {
+    std::env::args()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default()
 }
 
 /// Installs the tracing subscriber (`RUST_LOG` filters, default `info`).

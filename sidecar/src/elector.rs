@@ -1,0 +1,795 @@
+//! The Lease elector as a pure state machine: no I/O, no clock of its own. The driver
+//! (`crate::runner`) feeds it observations of the Lease and the outcomes of its own requests,
+//! each stamped with the monotonic instant at which it happened, and asks it for the next step.
+//!
+//! # Safety argument: no two pods are ever leader at the same time
+//!
+//! A pod may grant leadership only inside a *tenure*, and a tenure is bounded by an instant
+//! computed on this process's monotonic clock:
+//!
+//! 1. **A tenure starts only with a write of ours that the API server accepted.** Every write is
+//!    a compare-and-swap on `resourceVersion` (create when the Lease is absent, replace with the
+//!    resourceVersion we last observed otherwise), so a write succeeds only if nobody else wrote
+//!    the Lease since we looked at it. A holder recorded in the Lease by an earlier process with
+//!    our identity (a restarted container) does not count: leadership is never inherited.
+//! 2. **A tenure ends at `sent + renew_deadline`**, where `sent` is the instant *before* we sent
+//!    the last write that succeeded. Each successful renew moves that instant forward. Past it we
+//!    are not leader, whatever the Lease says and whether or not the driver is running: the grant
+//!    book (`crate::grants`) checks it on every answer.
+//! 3. **Another elector takes the Lease only after it has seen the record unchanged for the
+//!    holder's `leaseDurationSeconds` on its own monotonic clock**, counted from when *it
+//!    observed* the change, never from the `renewTime` written in the record (wall clocks of
+//!    different nodes disagree). It observes our write after the API server committed it, which
+//!    is after we sent it; so the earliest moment it can take over is `sent + lease_duration`,
+//!    while our tenure ended at `sent + renew_deadline`. The difference (`lease_duration -
+//!    renew_deadline`, validated to be positive at startup) absorbs clock-rate differences and
+//!    the delivery of grants to the local controller.
+//! 4. Stale knowledge is harmless: a decision taken on an old observation ends in a write whose
+//!    resourceVersion precondition fails (409), after which we read the Lease again.
+//!
+//! Step 3 is also what client-go's elector does, so ours and client-go's interoperate on one
+//! Lease: we write the same fields in the same format (`holderIdentity`, `leaseDurationSeconds`,
+//! `acquireTime`, `renewTime` with microseconds, `leaseTransitions`), and release it the way
+//! client-go does (holder `""`, `leaseDurationSeconds: 1`).
+//!
+//! Every new tenure increments `leaseTransitions`; its new value is the tenure's *term*, a
+//! fencing token that grows with every tenure of any elector that follows this rule.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use tokio::time::Instant;
+
+/// The election timings, validated by `crate::config`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timings {
+    /// How long others wait after the last change they saw before taking the Lease. Written as
+    /// `leaseDurationSeconds` (rounded up to whole seconds).
+    pub lease_duration: Duration,
+    /// How long after the instant it sent its last successful renew the leader stays leader.
+    pub renew_deadline: Duration,
+    /// Interval between renews, and the base of the retry backoff.
+    pub retry_period: Duration,
+    /// After a yield, no acquire for this long (unless the Lease is still free by then).
+    pub yield_backoff: Duration,
+    /// Upper bound of the random delay standbys add before acquiring a Lease that became free,
+    /// so that many standbys do not all write at the same instant.
+    pub max_jitter: Duration,
+}
+
+impl Timings {
+    /// `leaseDurationSeconds` we write: the lease duration rounded up to whole seconds, so that
+    /// others never wait less than we intend.
+    pub fn lease_duration_seconds(&self) -> i32 {
+        let secs =
+            self.lease_duration.as_secs() + u64::from(self.lease_duration.subsec_nanos() > 0);
+        i32::try_from(secs).unwrap_or(i32::MAX)
+    }
+}
+
+/// The fields of a Lease that electors read and write (client-go's `LeaderElectionRecord`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub holder_identity: Option<String>,
+    pub lease_duration_seconds: Option<i32>,
+    pub acquire_time: Option<Timestamp>,
+    pub renew_time: Option<Timestamp>,
+    pub lease_transitions: Option<i32>,
+}
+
+impl LeaseRecord {
+    /// Reads the record from any Lease, however incomplete: a missing spec is an empty record.
+    pub fn of(lease: &Lease) -> Self {
+        let Some(spec) = lease.spec.as_ref() else {
+            return Self::default();
+        };
+        Self {
+            holder_identity: spec.holder_identity.clone(),
+            lease_duration_seconds: spec.lease_duration_seconds,
+            acquire_time: spec.acquire_time.as_ref().map(|t| t.0),
+            renew_time: spec.renew_time.as_ref().map(|t| t.0),
+            lease_transitions: spec.lease_transitions,
+        }
+    }
+
+    /// The holder, or `None` when the Lease is free (holder absent or `""`).
+    pub fn holder(&self) -> Option<&str> {
+        self.holder_identity.as_deref().filter(|h| !h.is_empty())
+    }
+
+    fn write_into(&self, spec: &mut LeaseSpec) {
+        spec.holder_identity = self.holder_identity.clone();
+        spec.lease_duration_seconds = self.lease_duration_seconds;
+        spec.acquire_time = self.acquire_time.map(MicroTime);
+        spec.renew_time = self.renew_time.map(MicroTime);
+        spec.lease_transitions = self.lease_transitions;
+    }
+}
+
+/// What we know about the Lease.
+#[derive(Clone, Debug)]
+enum Knowledge {
+    /// Not read yet, or a write of ours failed in a way that leaves its effect unknown.
+    Unknown,
+    /// The API server said the Lease does not exist.
+    Absent,
+    Present(Box<Observed>),
+}
+
+#[derive(Clone, Debug)]
+struct Observed {
+    /// The whole object as last read, so that a write keeps labels, annotations and spec fields
+    /// we do not manage, and carries its resourceVersion as the precondition.
+    lease: Lease,
+    record: LeaseRecord,
+    /// Monotonic instant at which we first saw this version of the Lease (any write, by
+    /// anybody, is a new version). Expiry is judged from here.
+    changed_at: Instant,
+    /// Random delay added to this record's expiry (see [`Timings::max_jitter`]).
+    jitter: Duration,
+}
+
+/// The leader's current tenure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tenure {
+    /// `leaseTransitions` written when this tenure began.
+    pub term: i32,
+    /// The tenure ends here: the instant before the last successful write, plus the renew
+    /// deadline (safety argument, step 2).
+    pub valid_until: Instant,
+    /// Instant before the last successful write; the next renew is due a retry period later.
+    pub last_write_sent: Instant,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Role {
+    Following,
+    Leading(Tenure),
+}
+
+/// Why a tenure ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossReason {
+    /// No renew succeeded within the renew deadline (API errors, timeouts, partition).
+    RenewDeadline,
+    /// Another identity holds the Lease (it was written over, or a renew found it changed).
+    TakenOver,
+    /// The Lease object was deleted.
+    Deleted,
+    /// The local controller yielded.
+    Yielded,
+    /// No local consumer read the leadership for `--consumer-timeout`.
+    ConsumerGone,
+    /// The sidecar is shutting down.
+    ShuttingDown,
+}
+
+impl LossReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RenewDeadline => "renew deadline exceeded",
+            Self::TakenOver => "lease taken over by another holder",
+            Self::Deleted => "lease deleted",
+            Self::Yielded => "controller yielded",
+            Self::ConsumerGone => "no consumer",
+            Self::ShuttingDown => "shutting down",
+        }
+    }
+}
+
+/// Something the driver should log, count or announce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A write of ours started a tenure.
+    Acquired { term: i32 },
+    /// Our tenure ended.
+    Lost { reason: LossReason },
+    /// We wrote the release record.
+    Released,
+    /// The holder recorded in the Lease changed (`None`: the Lease is free or absent).
+    NewLeader { holder: Option<String> },
+}
+
+/// The three writes an elector makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteKind {
+    Acquire,
+    Renew,
+    Release,
+}
+
+impl WriteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Acquire => "acquire",
+            Self::Renew => "renew",
+            Self::Release => "release",
+        }
+    }
+}
+
+/// A compare-and-swap write for the driver to send.
+#[derive(Clone, Debug)]
+pub struct Write {
+    pub kind: WriteKind,
+    /// The object to send; `metadata.resourceVersion` is the precondition (absent on create).
+    pub lease: Lease,
+    /// `true`: POST (the Lease was absent); `false`: PUT.
+    pub create: bool,
+}
+
+/// What the driver should do next.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// Read the Lease and report it with [`Elector::on_read`] / [`Elector::on_read_failed`].
+    Read,
+    /// Send this write and report the outcome with [`Elector::on_written`] and friends.
+    Write(Box<Write>),
+    /// Nothing to do until this instant (`None`: until an observation or a local event).
+    Wait(Option<Instant>),
+    /// Shutdown finished: the Lease is released or was not ours.
+    Done,
+}
+
+/// Local facts the elector cannot see itself, supplied by the driver at each step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Local {
+    /// Whether a local consumer is present (always `true` when `--consumer-timeout` is off).
+    pub consumer_present: bool,
+    /// When the consumer will count as gone if nothing else happens (`None`: not foreseeable,
+    /// e.g. a watcher is connected).
+    pub consumer_absent_at: Option<Instant>,
+    /// The latest instant up to which a grant handed out to a local client runs.
+    pub granted_until: Option<Instant>,
+}
+
+impl Local {
+    /// A consumer is always present and nothing has been granted.
+    pub fn unconstrained() -> Self {
+        Self {
+            consumer_present: true,
+            consumer_absent_at: None,
+            granted_until: None,
+        }
+    }
+}
+
+/// An acquire or renew whose outcome is unknown (the request timed out or the connection
+/// broke). If we later read back exactly the record we sent, the write did commit, and the
+/// tenure can start from the instant before it was sent.
+#[derive(Clone, Debug)]
+struct Unconfirmed {
+    kind: WriteKind,
+    sent: Instant,
+    record: LeaseRecord,
+    /// The record the write was based on: if the write would not have changed it, reading it
+    /// back proves nothing.
+    before: LeaseRecord,
+}
+
+/// The elector. See the module documentation for the safety argument.
+#[derive(Debug)]
+pub struct Elector {
+    identity: String,
+    namespace: String,
+    name: String,
+    timings: Timings,
+    knowledge: Knowledge,
+    role: Role,
+    /// No API request before this instant (backoff after failures).
+    retry_at: Option<Instant>,
+    failures: u32,
+    /// No acquire before this instant (yield backoff).
+    acquire_not_before: Option<Instant>,
+    /// Release the Lease once it is ours and `release_not_before` has passed.
+    release_wanted: bool,
+    release_not_before: Option<Instant>,
+    shutting_down: bool,
+    unconfirmed: Option<Unconfirmed>,
+    changes: Vec<Change>,
+    rng: u64,
+}
+
+impl Elector {
+    /// `jitter_seed` drives the standby jitter; tests pass a fixed seed.
+    pub fn new(
+        identity: impl Into<String>,
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        timings: Timings,
+        jitter_seed: u64,
+    ) -> Self {
+        Self {
+            identity: identity.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            timings,
+            knowledge: Knowledge::Unknown,
+            role: Role::Following,
+            retry_at: None,
+            failures: 0,
+            acquire_not_before: None,
+            release_wanted: false,
+            release_not_before: None,
+            shutting_down: false,
+            unconfirmed: None,
+            changes: Vec::new(),
+            rng: jitter_seed | 1,
+        }
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
+    /// The current tenure, if it has not ended by `now`.
+    pub fn tenure(&self, now: Instant) -> Option<Tenure> {
+        match self.role {
+            Role::Leading(t) if now < t.valid_until => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The Lease as last observed (`None`: unknown or absent).
+    pub fn observed(&self) -> Option<&Lease> {
+        match &self.knowledge {
+            Knowledge::Present(o) => Some(&o.lease),
+            _ => None,
+        }
+    }
+
+    /// Whether the elector has read the Lease state at least once.
+    pub fn has_observed(&self) -> bool {
+        !matches!(self.knowledge, Knowledge::Unknown) || self.unconfirmed.is_some()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// Changes since the last call, oldest first.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Decides the next step. `wall` is the wall-clock time written into the Lease if the step
+    /// is a write; it is never used for a decision.
+    pub fn next_step(&mut self, now: Instant, wall: Timestamp, local: Local) -> Step {
+        self.expire_tenure(now);
+        if let Role::Leading(_) = self.role
+            && !local.consumer_present
+        {
+            self.step_down(LossReason::ConsumerGone);
+            self.want_release(local.granted_until);
+        }
+
+        let deadline = match self.role {
+            Role::Leading(t) => Some(t.valid_until),
+            Role::Following => None,
+        };
+        if let Some(retry_at) = self.retry_at {
+            if now < retry_at {
+                return Step::Wait(Some(earliest(retry_at, deadline)));
+            }
+            self.retry_at = None;
+        }
+
+        if let Role::Leading(tenure) = self.role {
+            let due = tenure.last_write_sent + self.timings.retry_period;
+            if now < due {
+                let wake = earliest(due, local.consumer_absent_at);
+                return Step::Wait(Some(earliest(wake, deadline)));
+            }
+            return match &self.knowledge {
+                Knowledge::Present(o) => Step::Write(Box::new(self.renew(&o.lease, wall))),
+                _ => Step::Read,
+            };
+        }
+
+        if self.release_wanted {
+            if let Some(at) = self.release_not_before.filter(|at| now < *at) {
+                return Step::Wait(Some(at));
+            }
+            match &self.knowledge {
+                Knowledge::Unknown => return Step::Read,
+                Knowledge::Present(o) if o.record.holder() == Some(self.identity.as_str()) => {
+                    return Step::Write(Box::new(self.release(&o.lease, wall)));
+                }
+                _ => self.release_wanted = false,
+            }
+        }
+        if self.shutting_down {
+            return Step::Done;
+        }
+
+        let acquire_at = match &self.knowledge {
+            Knowledge::Unknown => return Step::Read,
+            Knowledge::Absent => now,
+            Knowledge::Present(o) => match o.record.holder() {
+                None => o.changed_at + o.jitter,
+                Some(_) => o.changed_at + self.holder_duration(&o.record) + o.jitter,
+            },
+        };
+        if !local.consumer_present {
+            return Step::Wait(None);
+        }
+        let acquire_at = acquire_at.max(self.acquire_not_before.unwrap_or(acquire_at));
+        if now < acquire_at {
+            return Step::Wait(Some(acquire_at));
+        }
+        match &self.knowledge {
+            Knowledge::Present(o) => Step::Write(Box::new(self.acquire(Some(&o.lease), wall))),
+            _ => Step::Write(Box::new(self.acquire(None, wall))),
+        }
+    }
+
+    /// A read returned the Lease (`None`: 404).
+    pub fn on_read(&mut self, lease: Option<&Lease>, now: Instant) {
+        self.succeeded();
+        match lease {
+            Some(lease) => self.observe(lease, now),
+            None => self.observe_absent(),
+        }
+    }
+
+    /// A read failed; retry after a backoff.
+    pub fn on_read_failed(&mut self, now: Instant) {
+        self.failed(now, now);
+    }
+
+    /// The API server accepted `write` (sent at `sent`) and returned `stored`.
+    pub fn on_written(&mut self, write: &Write, stored: &Lease, sent: Instant, now: Instant) {
+        self.succeeded();
+        self.unconfirmed = None;
+        match write.kind {
+            WriteKind::Acquire | WriteKind::Renew => {
+                let term = LeaseRecord::of(&write.lease).lease_transitions.unwrap_or(0);
+                self.confirm(write.kind, sent, now, term);
+            }
+            WriteKind::Release => {
+                self.release_wanted = false;
+                self.release_not_before = None;
+                self.changes.push(Change::Released);
+            }
+        }
+        self.observe(stored, now);
+    }
+
+    /// The write's precondition failed (409): somebody wrote the Lease since we read it, or it
+    /// was created by somebody else first. Read it again before deciding anything.
+    pub fn on_conflict(&mut self, _write: &Write) {
+        self.succeeded();
+        self.knowledge = Knowledge::Unknown;
+    }
+
+    /// The Lease was deleted under a renew or release (404 on PUT).
+    pub fn on_gone(&mut self, _write: &Write) {
+        self.succeeded();
+        self.observe_absent();
+    }
+
+    /// The write failed without a definite answer (timeout, connection error, 5xx, 429) or was
+    /// refused for another reason. For acquires and renews the effect is unknown, so the record
+    /// is remembered and adopted if a later read shows it committed.
+    pub fn on_write_failed(&mut self, write: &Write, sent: Instant, now: Instant) {
+        if matches!(write.kind, WriteKind::Acquire | WriteKind::Renew) {
+            let before = match &self.knowledge {
+                Knowledge::Present(o) => o.record.clone(),
+                _ => LeaseRecord::default(),
+            };
+            self.unconfirmed = Some(Unconfirmed {
+                kind: write.kind,
+                sent,
+                record: LeaseRecord::of(&write.lease),
+                before,
+            });
+        }
+        if write.kind != WriteKind::Renew {
+            // A renew keeps its knowledge: the next renew reuses the resourceVersion, and a
+            // 409 then tells us the first one committed.
+            self.knowledge = Knowledge::Unknown;
+        }
+        self.failed(sent, now);
+    }
+
+    /// A watch or list delivered the Lease.
+    pub fn on_watched(&mut self, lease: &Lease, now: Instant) {
+        self.observe(lease, now);
+    }
+
+    /// A watch (or the list that starts it) says the Lease does not exist, as of
+    /// `resource_version`. Ignored when it is older than what we know, or, while leading, when
+    /// that cannot be told: a renew finds out for sure.
+    pub fn on_watched_absent(&mut self, resource_version: Option<&str>) {
+        let rv = resource_version.and_then(|v| v.parse::<u64>().ok());
+        let known = match &self.knowledge {
+            Knowledge::Present(o) => rv_number(&o.lease),
+            _ => None,
+        };
+        match (rv, known) {
+            (Some(rv), Some(known)) if rv < known => {}
+            (None, _) | (_, None) if matches!(self.role, Role::Leading(_)) => {}
+            _ => self.observe_absent(),
+        }
+    }
+
+    /// The local controller says it has stopped: end the tenure, release at once, and stay
+    /// away for the yield backoff.
+    pub fn on_yield(&mut self, now: Instant) {
+        self.acquire_not_before = Some(now + self.timings.yield_backoff);
+        if matches!(self.role, Role::Leading(_)) {
+            self.step_down(LossReason::Yielded);
+        }
+        self.release_wanted = true;
+        self.release_not_before = None;
+    }
+
+    /// SIGTERM: end the tenure, release once every grant has run out (or the controller
+    /// yields), and then finish.
+    pub fn on_shutdown(&mut self, granted_until: Option<Instant>) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        if matches!(self.role, Role::Leading(_)) {
+            self.step_down(LossReason::ShuttingDown);
+        }
+        self.want_release(granted_until);
+    }
+
+    fn want_release(&mut self, granted_until: Option<Instant>) {
+        self.release_wanted = true;
+        self.release_not_before = granted_until;
+    }
+
+    fn expire_tenure(&mut self, now: Instant) {
+        if let Role::Leading(t) = self.role
+            && now >= t.valid_until
+        {
+            self.step_down(LossReason::RenewDeadline);
+        }
+    }
+
+    fn step_down(&mut self, reason: LossReason) {
+        if matches!(self.role, Role::Leading(_)) {
+            self.role = Role::Following;
+            self.changes.push(Change::Lost { reason });
+        }
+    }
+
+    /// Starts or extends a tenure from a write sent at `sent` that committed.
+    fn confirm(&mut self, kind: WriteKind, sent: Instant, now: Instant, term: i32) {
+        let valid_until = sent + self.timings.renew_deadline;
+        if now >= valid_until {
+            // The write took longer than the renew deadline: too late to lead on it. The Lease
+            // now names us and expires for everybody, us included, by the usual rule.
+            self.step_down(LossReason::RenewDeadline);
+            return;
+        }
+        match (&mut self.role, kind) {
+            (Role::Leading(t), WriteKind::Renew) => {
+                t.valid_until = valid_until;
+                t.last_write_sent = sent;
+            }
+            (Role::Following, WriteKind::Acquire) => {
+                self.role = Role::Leading(Tenure {
+                    term,
+                    valid_until,
+                    last_write_sent: sent,
+                });
+                self.changes.push(Change::Acquired { term });
+            }
+            // A renew that committed after the tenure ended, or an acquire while leading: not a
+            // basis for leadership; the record expires by the usual rule.
+            _ => {}
+        }
+    }
+
+    fn observe_absent(&mut self) {
+        if let Role::Leading(_) = self.role {
+            self.step_down(LossReason::Deleted);
+        }
+        if let Knowledge::Present(o) = &self.knowledge
+            && o.record.holder().is_some()
+        {
+            self.changes.push(Change::NewLeader { holder: None });
+        }
+        self.knowledge = Knowledge::Absent;
+    }
+
+    fn observe(&mut self, lease: &Lease, now: Instant) {
+        let record = LeaseRecord::of(lease);
+        let previous = match &self.knowledge {
+            Knowledge::Present(o) => {
+                // Watch events may arrive after a read that returned something newer. Where
+                // resourceVersions are integers (etcd, the in-memory server) skip older ones.
+                // This only saves requests: acting on stale knowledge is safe (argument, step 4).
+                match (rv_number(&o.lease), rv_number(lease)) {
+                    (Some(seen), Some(new)) if new < seen => return,
+                    // Not comparable: while leading, only our own record is news; a renew
+                    // finds out for sure whether somebody else wrote.
+                    (None, _) | (_, None)
+                        if matches!(self.role, Role::Leading(_))
+                            && record.holder() != Some(self.identity.as_str()) =>
+                    {
+                        return;
+                    }
+                    _ => {}
+                }
+                // Any write counts as a change, not only a different record: a holder whose wall
+                // clock stands still writes the same renewTime, and is still alive.
+                let same = o.record == record
+                    && o.lease.metadata.resource_version == lease.metadata.resource_version;
+                Some((
+                    same,
+                    o.record.holder().map(str::to_owned),
+                    o.changed_at,
+                    o.jitter,
+                ))
+            }
+            _ => None,
+        };
+        let (changed_at, jitter) = match &previous {
+            Some((true, _, changed_at, jitter)) => (*changed_at, *jitter),
+            _ => (now, self.next_jitter()),
+        };
+        let new_holder = record.holder().map(str::to_owned);
+        let holder_changed = match &previous {
+            Some((_, old, _, _)) => *old != new_holder,
+            None => new_holder.is_some(),
+        };
+        if holder_changed {
+            self.changes.push(Change::NewLeader { holder: new_holder });
+        }
+
+        // A write whose answer we never got, read back unchanged: it committed.
+        if let Some(u) = self.unconfirmed.take()
+            && u.record == record
+            && u.record != u.before
+        {
+            self.confirm(u.kind, u.sent, now, record.lease_transitions.unwrap_or(0));
+        }
+
+        if matches!(self.role, Role::Leading(_)) && record.holder() != Some(self.identity.as_str())
+        {
+            self.step_down(LossReason::TakenOver);
+        }
+
+        self.knowledge = Knowledge::Present(Box::new(Observed {
+            lease: lease.clone(),
+            record,
+            changed_at,
+            jitter,
+        }));
+    }
+
+    /// The holder's lease duration; when missing or not positive (a malformed record), ours.
+    fn holder_duration(&self, record: &LeaseRecord) -> Duration {
+        record
+            .lease_duration_seconds
+            .filter(|s| *s > 0)
+            .map(|s| Duration::from_secs(u64::from(s.unsigned_abs())))
+            .unwrap_or(self.timings.lease_duration)
+    }
+
+    fn acquire(&self, current: Option<&Lease>, wall: Timestamp) -> Write {
+        let wall = micros(wall);
+        let (mut lease, create, transitions) = match current {
+            Some(l) => {
+                let old = LeaseRecord::of(l).lease_transitions.unwrap_or(0);
+                (l.clone(), false, old.saturating_add(1).max(1))
+            }
+            None => (self.new_lease(), true, 0),
+        };
+        let record = LeaseRecord {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(self.timings.lease_duration_seconds()),
+            acquire_time: Some(wall),
+            renew_time: Some(wall),
+            lease_transitions: Some(transitions),
+        };
+        record.write_into(lease.spec.get_or_insert_with(Default::default));
+        Write {
+            kind: WriteKind::Acquire,
+            lease,
+            create,
+        }
+    }
+
+    fn renew(&self, current: &Lease, wall: Timestamp) -> Write {
+        let mut lease = current.clone();
+        let mut record = LeaseRecord::of(current);
+        record.holder_identity = Some(self.identity.clone());
+        record.lease_duration_seconds = Some(self.timings.lease_duration_seconds());
+        record.renew_time = Some(micros(wall));
+        record.write_into(lease.spec.get_or_insert_with(Default::default));
+        Write {
+            kind: WriteKind::Renew,
+            lease,
+            create: false,
+        }
+    }
+
+    fn release(&self, current: &Lease, wall: Timestamp) -> Write {
+        let wall = micros(wall);
+        let mut lease = current.clone();
+        let record = LeaseRecord {
+            holder_identity: Some(String::new()),
+            lease_duration_seconds: Some(1),
+            acquire_time: Some(wall),
+            renew_time: Some(wall),
+            lease_transitions: LeaseRecord::of(current).lease_transitions,
+        };
+        record.write_into(lease.spec.get_or_insert_with(Default::default));
+        Write {
+            kind: WriteKind::Release,
+            lease,
+            create: false,
+        }
+    }
+
+    fn new_lease(&self) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                namespace: Some(self.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec::default()),
+        }
+    }
+
+    fn succeeded(&mut self) {
+        self.failures = 0;
+        self.retry_at = None;
+    }
+
+    /// Backoff: a retry period after the failed request was sent, doubling up to four retry
+    /// periods for consecutive failures while following. A leader retries every retry period
+    /// so that it gets as many attempts as possible before its renew deadline.
+    fn failed(&mut self, sent: Instant, now: Instant) {
+        self.failures = self.failures.saturating_add(1);
+        let factor = match self.role {
+            Role::Leading(_) => 1,
+            Role::Following => 1u32 << self.failures.saturating_sub(1).min(2),
+        };
+        let jitter = self.next_jitter();
+        self.retry_at = Some((sent + self.timings.retry_period * factor + jitter).max(now));
+    }
+
+    /// xorshift64: deterministic for a given seed, which keeps the state machine pure.
+    fn next_jitter(&mut self) -> Duration {
+        let max = self.timings.max_jitter.as_micros() as u64;
+        if max == 0 {
+            return Duration::ZERO;
+        }
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        Duration::from_micros(x % (max + 1))
+    }
+}
+
+fn earliest(a: Instant, b: Option<Instant>) -> Instant {
+    b.map_or(a, |b| a.min(b))
+}
+
+fn micros(t: Timestamp) -> Timestamp {
+    Timestamp::from_microsecond(t.as_microsecond()).unwrap_or(t)
+}
+
+fn rv_number(lease: &Lease) -> Option<u64> {
+    lease.metadata.resource_version.as_deref()?.parse().ok()
+}
+
+#[cfg(test)]
+#[path = "elector_tests.rs"]
+mod tests;

@@ -1,0 +1,704 @@
+//! The elector driven through time with tokio's paused clock, against a compare-and-swap
+//! Lease store kept in the test (no I/O).
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use tokio::time::{Instant, advance};
+
+use super::*;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn timings() -> Timings {
+    Timings {
+        lease_duration: 15 * SECOND,
+        renew_deadline: 10 * SECOND,
+        retry_period: 2 * SECOND,
+        yield_backoff: 15 * SECOND,
+        max_jitter: Duration::ZERO,
+    }
+}
+
+fn elector(id: &str) -> Elector {
+    Elector::new(id, "ns", "lease", timings(), 7)
+}
+
+/// A wall clock far from the test's monotonic clock, to show decisions never use it.
+fn wall() -> Timestamp {
+    Timestamp::from_second(1_000_000_000).expect("valid")
+}
+
+fn free() -> Local {
+    Local::unconstrained()
+}
+
+/// The API server's side of the Lease: resourceVersion compare-and-swap, nothing else.
+#[derive(Default)]
+struct Store {
+    lease: Option<Lease>,
+    rv: u64,
+}
+
+enum Answer {
+    Stored(Box<Lease>),
+    Conflict,
+    Gone,
+}
+
+impl Store {
+    fn put(&mut self, mut lease: Lease) -> Lease {
+        self.rv += 1;
+        lease.metadata.resource_version = Some(self.rv.to_string());
+        self.lease = Some(lease.clone());
+        lease
+    }
+
+    fn apply(&mut self, w: &Write) -> Answer {
+        match (&self.lease, w.create) {
+            (Some(_), true) => Answer::Conflict,
+            (None, true) => Answer::Stored(Box::new(self.put(w.lease.clone()))),
+            (None, false) => Answer::Gone,
+            (Some(cur), false) => {
+                if cur.metadata.resource_version != w.lease.metadata.resource_version {
+                    Answer::Conflict
+                } else {
+                    Answer::Stored(Box::new(self.put(w.lease.clone())))
+                }
+            }
+        }
+    }
+
+    fn get(&self) -> Option<Lease> {
+        self.lease.clone()
+    }
+}
+
+/// Runs steps until the elector waits; returns what it waits for.
+fn settle(e: &mut Elector, store: &mut Store, local: Local) -> Step {
+    for _ in 0..20 {
+        let now = Instant::now();
+        match e.next_step(now, wall(), local) {
+            Step::Read => {
+                let l = store.get();
+                e.on_read(l.as_ref(), Instant::now());
+            }
+            Step::Write(w) => match store.apply(&w) {
+                Answer::Stored(stored) => e.on_written(&w, &stored, now, Instant::now()),
+                Answer::Conflict => e.on_conflict(&w),
+                Answer::Gone => e.on_gone(&w),
+            },
+            other => return other,
+        }
+    }
+    panic!("elector did not settle");
+}
+
+fn spec(l: &Lease) -> LeaseSpec {
+    l.spec.clone().expect("spec")
+}
+
+fn foreign(holder: &str, duration: i32, renew: Timestamp) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some("lease".into()),
+            namespace: Some("ns".into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: Some(duration),
+            acquire_time: Some(MicroTime(renew)),
+            renew_time: Some(MicroTime(renew)),
+            lease_transitions: Some(4),
+            ..Default::default()
+        }),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn acquires_an_absent_lease_by_creating_it() {
+    let mut store = Store::default();
+    let mut e = elector("a");
+    let step = settle(&mut e, &mut store, free());
+    let t = e.tenure(Instant::now()).expect("leader");
+    assert_eq!(t.term, 0);
+    assert_eq!(t.valid_until, Instant::now() + 10 * SECOND);
+    assert!(matches!(step, Step::Wait(Some(at)) if at == Instant::now() + 2 * SECOND));
+    let s = spec(&store.get().expect("created"));
+    assert_eq!(s.holder_identity.as_deref(), Some("a"));
+    assert_eq!(s.lease_duration_seconds, Some(15));
+    assert_eq!(s.lease_transitions, Some(0));
+    assert_eq!(s.acquire_time, s.renew_time);
+    assert_eq!(
+        e.take_changes(),
+        vec![
+            Change::Acquired { term: 0 },
+            Change::NewLeader {
+                holder: Some("a".into())
+            }
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn acquires_a_released_or_holderless_lease_at_once_and_counts_a_transition() {
+    for holder in [Some(""), None] {
+        let mut store = Store::default();
+        let mut l = foreign("x", 15, wall());
+        l.spec.as_mut().expect("spec").holder_identity = holder.map(str::to_owned);
+        store.put(l);
+        let mut e = elector("a");
+        settle(&mut e, &mut store, free());
+        assert_eq!(
+            e.tenure(Instant::now()).map(|t| t.term),
+            Some(5),
+            "holder {holder:?}"
+        );
+        assert_eq!(
+            spec(&store.get().expect("lease")).lease_transitions,
+            Some(5)
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn waits_the_holders_duration_from_when_it_saw_the_record_whatever_renew_time_says() {
+    // renewTime an hour in the past (a skewed clock, or a long-dead holder) and an hour in the
+    // future: neither changes when we may take over.
+    for renew in [
+        wall() - jiff::SignedDuration::from_hours(1),
+        wall() + jiff::SignedDuration::from_hours(1),
+    ] {
+        let mut store = Store::default();
+        store.put(foreign("x", 20, renew));
+        let mut e = elector("a");
+        let seen = Instant::now();
+        let step = settle(&mut e, &mut store, free());
+        assert!(
+            matches!(step, Step::Wait(Some(at)) if at == seen + 20 * SECOND),
+            "{step:?}"
+        );
+        advance(20 * SECOND - Duration::from_millis(1)).await;
+        settle(&mut e, &mut store, free());
+        assert!(
+            e.tenure(Instant::now()).is_none(),
+            "took a live lease early"
+        );
+        advance(Duration::from_millis(1)).await;
+        settle(&mut e, &mut store, free());
+        assert!(e.tenure(Instant::now()).is_some());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_change_of_the_record_restarts_the_wait() {
+    let mut store = Store::default();
+    store.put(foreign("x", 15, wall()));
+    let mut e = elector("a");
+    settle(&mut e, &mut store, free());
+    for i in 1..=5 {
+        advance(10 * SECOND).await;
+        let renewed = store.put(foreign(
+            "x",
+            15,
+            wall() + jiff::SignedDuration::from_secs(i),
+        ));
+        e.on_watched(&renewed, Instant::now());
+        settle(&mut e, &mut store, free());
+        assert!(e.tenure(Instant::now()).is_none());
+    }
+    advance(15 * SECOND).await;
+    settle(&mut e, &mut store, free());
+    assert!(e.tenure(Instant::now()).is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_malformed_duration_falls_back_to_ours() {
+    let mut store = Store::default();
+    let mut l = foreign("x", 0, wall());
+    l.spec.as_mut().expect("spec").lease_duration_seconds = None;
+    store.put(l);
+    let mut e = elector("a");
+    let seen = Instant::now();
+    let step = settle(&mut e, &mut store, free());
+    assert!(
+        matches!(step, Step::Wait(Some(at)) if at == seen + 15 * SECOND),
+        "{step:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_leases_never_panic_and_never_shorten_the_wait() {
+    let huge = "h".repeat(1 << 20);
+    let no_spec = Lease {
+        metadata: foreign("x", 1, wall()).metadata,
+        spec: None,
+    };
+    let mut no_renew = foreign("x", 15, wall());
+    no_renew.spec.as_mut().expect("spec").renew_time = None;
+    let negative = foreign("x", -5, wall());
+    let mut bad_transitions = foreign("x", 15, wall());
+    bad_transitions
+        .spec
+        .as_mut()
+        .expect("spec")
+        .lease_transitions = Some(i32::MAX);
+    let cases = [
+        (no_spec, Duration::ZERO),
+        (no_renew, 15 * SECOND),
+        (negative, 15 * SECOND),
+        (foreign(&huge, 15, wall()), 15 * SECOND),
+        (bad_transitions, 15 * SECOND),
+    ];
+    for (lease, wait) in cases {
+        let mut store = Store::default();
+        store.put(lease);
+        let mut e = elector("a");
+        settle(&mut e, &mut store, free());
+        assert_eq!(e.tenure(Instant::now()).is_some(), wait.is_zero());
+        advance(wait).await;
+        settle(&mut e, &mut store, free());
+        assert!(e.tenure(Instant::now()).is_some());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn our_identity_left_by_an_earlier_process_is_not_inherited() {
+    let mut store = Store::default();
+    store.put(foreign("a", 15, wall()));
+    let mut e = elector("a");
+    settle(&mut e, &mut store, free());
+    assert!(e.tenure(Instant::now()).is_none());
+    advance(15 * SECOND).await;
+    settle(&mut e, &mut store, free());
+    assert_eq!(e.tenure(Instant::now()).map(|t| t.term), Some(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn renews_every_retry_period_and_counts_validity_from_before_the_send() {
+    let mut store = Store::default();
+    let mut e = elector("a");
+    settle(&mut e, &mut store, free());
+    for _ in 0..5 {
+        advance(2 * SECOND).await;
+        let now = Instant::now();
+        let Step::Write(w) = e.next_step(now, wall(), free()) else {
+            panic!("renew due")
+        };
+        assert_eq!(w.kind, WriteKind::Renew);
+        // The answer takes 3 s: validity still counts from the send.
+        advance(3 * SECOND).await;
+        let Answer::Stored(stored) = store.apply(&w) else {
+            panic!("stored")
+        };
+        e.on_written(&w, &stored, now, Instant::now());
+        assert_eq!(
+            e.tenure(Instant::now()).map(|t| t.valid_until),
+            Some(now + 10 * SECOND)
+        );
+        advance(Duration::ZERO).await;
+        // next renew due 2 s after the send, i.e. right now again minus 1 s
+        let step = e.next_step(Instant::now(), wall(), free());
+        assert!(matches!(step, Step::Write(_)), "{step:?}");
+        let Step::Write(w) = step else { unreachable!() };
+        let sent = Instant::now();
+        let Answer::Stored(stored) = store.apply(&w) else {
+            panic!("stored")
+        };
+        e.on_written(&w, &stored, sent, sent);
+    }
+    let s = spec(&store.get().expect("lease"));
+    assert_eq!(s.lease_transitions, Some(0), "renews keep the term");
+}
+
+#[tokio::test(start_paused = true)]
+async fn steps_down_at_the_renew_deadline_when_renews_fail_and_keeps_campaigning() {
+    let mut store = Store::default();
+    let mut e = elector("a");
+    settle(&mut e, &mut store, free());
+    let start = Instant::now();
+    e.take_changes();
+    loop {
+        let now = Instant::now();
+        match e.next_step(now, wall(), free()) {
+            Step::Write(w) => {
+                if now >= start + 10 * SECOND {
+                    assert_eq!(
+                        w.kind,
+                        WriteKind::Acquire,
+                        "renewing after the renew deadline"
+                    );
+                    assert!(
+                        now >= start + 15 * SECOND,
+                        "acquiring before our own record expired"
+                    );
+                }
+                e.on_write_failed(&w, now, now + SECOND);
+            }
+            Step::Wait(Some(at)) => {
+                let until = at.min(start + 30 * SECOND);
+                tokio::time::sleep_until(until).await;
+                if Instant::now() >= start + 30 * SECOND {
+                    break;
+                }
+            }
+            Step::Read => e.on_read_failed(now),
+            other => panic!("{other:?}"),
+        }
+        if Instant::now() >= start + 10 * SECOND {
+            assert!(
+                e.tenure(Instant::now()).is_none(),
+                "leader past the renew deadline"
+            );
+        }
+    }
+    let changes = e.take_changes();
+    assert!(
+        changes.contains(&Change::Lost {
+            reason: LossReason::RenewDeadline
+        }),
+        "{changes:?}"
+    );
+    // The API comes back. The record still names us, but leadership is never inherited: it
+    // expires by the usual rule (counted from when we read it again) and we take a new term.
+    let back = Instant::now();
+    while e.tenure(Instant::now()).is_none() {
+        match settle(&mut e, &mut store, free()) {
+            Step::Wait(Some(at)) => tokio::time::sleep_until(at).await,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        Instant::now() <= back + 8 * SECOND + 15 * SECOND,
+        "backoff plus one lease duration"
+    );
+    assert_eq!(e.tenure(Instant::now()).map(|t| t.term), Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_conflicting_renew_rereads_and_steps_down_if_someone_else_holds_it() {
+    let mut store = Store::default();
+    let mut e = elector("a");
+    settle(&mut e, &mut store, free());
+    e.take_changes();
+    // Somebody forcibly writes the Lease (an administrator, a misconfigured elector).
+    let mut l = store.get().expect("lease");
+    l.spec.as_mut().expect("spec").holder_identity = Some("b".into());
+    store.put(l);
+    advance(2 * SECOND).await;
+    settle(&mut e, &mut store, free());
+    assert!(e.tenure(Instant::now()).is_none());
+    assert_eq!(
+        e.take_changes(),
+        vec![
+            Change::NewLeader {
+                holder: Some("b".into())
+            },
+            Change::Lost {
+                reason: LossReason::TakenOver
+            }
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_conflict_from_a_foreign_write_that_keeps_us_as_holder_is_survived() {
+    let mut store = Store::default();
+    let mut e = elector("a");
+    settle(&mut e, &mut store, free());
+    let mut l = store.get().expect("lease");
+    l.metadata.labels = Some([("team".to_owned(), "x".to_owned())].into());
+    store.put(l);
+    advance(2 * SECOND).await;
+    settle(&mut e, &mut store, free());
+    assert!(e.tenure(Instant::now()).is_some());
+    let stored = store.get().expect("lease");
+    assert_eq!(stored.metadata.labels.expect("labels kept")["team"], "x");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_write_that_committed_is_adopted_from_its_send_instant() {
+    let mut store = Store::default();
+    let mut e = elector("a");
+    let now = Instant::now();
+    let Step::Read = e.next_step(now, wall(), free()) else {
+        panic!("read first")
+    };
+    e.on_read(None, now);
+    let Step::Write(w) = e.next_step(now, wall(), free()) else {
+        panic!("acquire")
+    };
+    let Answer::Stored(_) = store.apply(&w) else {
+        panic!("stored")
+    };
+    advance(SECOND).await;
+    e.on_write_failed(&w, now, Instant::now()); // the answer was lost
+    assert!(e.tenure(Instant::now()).is_none());
+    advance(2 * SECOND).await;
+    let Step::Read = e.next_step(Instant::now(), wall(), free()) else {
+        panic!("read back")
+    };
+    e.on_read(store.get().as_ref(), Instant::now());
+    assert_eq!(
+        e.tenure(Instant::now()).map(|t| t.valid_until),
+        Some(now + 10 * SECOND)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn yield_releases_in_client_go_format_and_backs_off() {
+    let mut store = Store::default();
+    let mut e = elector("a");
+    settle(&mut e, &mut store, free());
+    let before = spec(&store.get().expect("lease"));
+    advance(SECOND).await;
+    e.on_yield(Instant::now());
+    assert!(e.tenure(Instant::now()).is_none());
+    let step = settle(&mut e, &mut store, free());
+    let s = spec(&store.get().expect("lease"));
+    assert_eq!(s.holder_identity.as_deref(), Some(""));
+    assert_eq!(s.lease_duration_seconds, Some(1));
+    assert_eq!(s.lease_transitions, before.lease_transitions);
+    assert!(s.acquire_time.is_some() && s.renew_time.is_some());
+    assert!(e.take_changes().contains(&Change::Released));
+    // Free, but ours to skip for the yield backoff.
+    assert!(
+        matches!(step, Step::Wait(Some(at)) if at == Instant::now() + 15 * SECOND),
+        "{step:?}"
+    );
+    advance(15 * SECOND).await;
+    settle(&mut e, &mut store, free());
+    assert_eq!(
+        e.tenure(Instant::now()).map(|t| t.term),
+        Some(1),
+        "nobody took it: acquire again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_releases_only_after_outstanding_grants_and_then_finishes() {
+    let mut store = Store::default();
+    let mut e = elector("a");
+    settle(&mut e, &mut store, free());
+    let granted_until = Instant::now() + 2 * SECOND;
+    e.on_shutdown(Some(granted_until));
+    let step = settle(&mut e, &mut store, free());
+    assert!(
+        matches!(step, Step::Wait(Some(at)) if at == granted_until),
+        "{step:?}"
+    );
+    assert_eq!(
+        spec(&store.get().expect("lease"))
+            .holder_identity
+            .as_deref(),
+        Some("a")
+    );
+    advance(2 * SECOND).await;
+    let step = settle(&mut e, &mut store, free());
+    assert!(matches!(step, Step::Done), "{step:?}");
+    assert_eq!(
+        spec(&store.get().expect("lease"))
+            .holder_identity
+            .as_deref(),
+        Some("")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_of_a_follower_finishes_without_writing() {
+    let mut store = Store::default();
+    store.put(foreign("x", 15, wall()));
+    let mut e = elector("a");
+    settle(&mut e, &mut store, free());
+    let rv = store.rv;
+    e.on_shutdown(None);
+    assert!(matches!(settle(&mut e, &mut store, free()), Step::Done));
+    assert_eq!(store.rv, rv);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_yield_during_shutdown_releases_without_waiting_for_grants() {
+    let mut store = Store::default();
+    let mut e = elector("a");
+    settle(&mut e, &mut store, free());
+    e.on_shutdown(Some(Instant::now() + 2 * SECOND));
+    e.on_yield(Instant::now());
+    assert!(matches!(settle(&mut e, &mut store, free()), Step::Done));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_consumer_the_leader_steps_down_and_nobody_campaigns() {
+    let mut store = Store::default();
+    let mut e = elector("a");
+    settle(&mut e, &mut store, free());
+    let gone = Local {
+        consumer_present: false,
+        consumer_absent_at: None,
+        granted_until: None,
+    };
+    let step = settle(&mut e, &mut store, gone);
+    assert!(matches!(step, Step::Wait(None)), "{step:?}");
+    assert!(e.take_changes().contains(&Change::Lost {
+        reason: LossReason::ConsumerGone
+    }));
+    assert_eq!(
+        spec(&store.get().expect("lease"))
+            .holder_identity
+            .as_deref(),
+        Some("")
+    );
+    advance(60 * SECOND).await;
+    assert!(matches!(settle(&mut e, &mut store, gone), Step::Wait(None)));
+    settle(&mut e, &mut store, free());
+    assert!(
+        e.tenure(Instant::now()).is_some(),
+        "campaigns again once a consumer is back"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_absent_report_from_the_watch_is_ignored() {
+    let mut store = Store {
+        rv: 10,
+        ..Store::default()
+    };
+    let mut e = elector("a");
+    settle(&mut e, &mut store, free());
+    e.on_watched_absent(Some("5"));
+    assert!(e.tenure(Instant::now()).is_some());
+    e.on_watched_absent(None);
+    assert!(
+        e.tenure(Instant::now()).is_some(),
+        "incomparable: a renew will tell"
+    );
+    e.on_watched_absent(Some("99"));
+    assert!(e.tenure(Instant::now()).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_back_off_while_following() {
+    let mut e = elector("a");
+    let mut gaps = Vec::new();
+    let mut last = Instant::now();
+    for _ in 0..5 {
+        loop {
+            match e.next_step(Instant::now(), wall(), free()) {
+                Step::Read => break,
+                Step::Wait(Some(at)) => tokio::time::sleep_until(at).await,
+                other => panic!("{other:?}"),
+            }
+        }
+        gaps.push(Instant::now() - last);
+        last = Instant::now();
+        e.on_read_failed(Instant::now());
+    }
+    assert_eq!(
+        gaps,
+        vec![
+            Duration::ZERO,
+            2 * SECOND,
+            4 * SECOND,
+            8 * SECOND,
+            8 * SECOND
+        ]
+    );
+}
+
+/// Several electors on one store, with every message delayed and reordered by a seeded
+/// schedule, requests failing at random, and one elector frozen for a while. On the single
+/// monotonic clock of the test, no two tenures ever overlap.
+#[tokio::test(start_paused = true)]
+async fn tenures_never_overlap_under_random_delays_failures_and_freezes() {
+    let mut handovers = 0;
+    for seed in 1..=40u64 {
+        let mut rng = seed;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut store = Store::default();
+        let mut electors: Vec<Elector> = (0..3)
+            .map(|i| {
+                Elector::new(
+                    format!("e{i}"),
+                    "ns",
+                    "lease",
+                    Timings {
+                        max_jitter: Duration::from_millis(100),
+                        ..timings()
+                    },
+                    seed * 10 + i,
+                )
+            })
+            .collect();
+        let mut frozen_until = [Instant::now(); 3];
+        let mut windows: Vec<(usize, Instant, Instant)> = Vec::new();
+        let start = Instant::now();
+        while Instant::now() < start + 120 * SECOND {
+            advance(Duration::from_millis(50 + next(200))).await;
+            let now = Instant::now();
+            if next(200) == 0 {
+                frozen_until[next(3) as usize] = now + Duration::from_millis(next(30_000));
+            }
+            for i in 0..3 {
+                if now < frozen_until[i] {
+                    continue;
+                }
+                let e = &mut electors[i];
+                if let Some(t) = e.tenure(now) {
+                    windows.push((i, now, t.valid_until.min(now + Duration::from_millis(250))));
+                }
+                match e.next_step(now, wall(), free()) {
+                    Step::Read => {
+                        if next(5) == 0 {
+                            e.on_read_failed(now);
+                        } else {
+                            let l = store.get();
+                            e.on_read(l.as_ref(), now);
+                        }
+                    }
+                    Step::Write(w) => {
+                        // the request may reach the server, and its answer may be lost
+                        let reaches = next(4) != 0;
+                        let answer = if reaches { Some(store.apply(&w)) } else { None };
+                        let lost = next(5) == 0;
+                        match (answer, lost) {
+                            (Some(Answer::Stored(l)), false) => e.on_written(&w, &l, now, now),
+                            (Some(Answer::Conflict), false) => e.on_conflict(&w),
+                            (Some(Answer::Gone), false) => e.on_gone(&w),
+                            _ => e.on_write_failed(&w, now, now),
+                        }
+                    }
+                    _ => {}
+                }
+                // watch events for the others, sometimes
+                if next(2) == 0
+                    && let Some(l) = store.get()
+                {
+                    let j = next(3) as usize;
+                    if Instant::now() >= frozen_until[j] {
+                        electors[j].on_watched(&l, now);
+                    }
+                }
+            }
+        }
+        // A tenure is a claim from the instant it is checked to its valid_until; grants are
+        // bounded by both. Check that claims of different electors never intersect.
+        for a in &windows {
+            for b in &windows {
+                if a.0 != b.0 {
+                    assert!(a.2 <= b.1 || b.2 <= a.1, "seed {seed}: overlap {a:?} {b:?}");
+                }
+            }
+        }
+        assert!(!windows.is_empty(), "seed {seed}: somebody led");
+        handovers += windows.windows(2).filter(|w| w[0].0 != w[1].0).count();
+    }
+    // The schedule is meant to move leadership around; make sure it did.
+    assert!(handovers >= 40, "only {handovers} handovers in 40 runs");
+}

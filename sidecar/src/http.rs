@@ -1,0 +1,388 @@
+//! The two HTTP servers: the leader API for the local controller (`--listen`) and the admin
+//! port (`--admin-listen`), on one small connection loop with bounded connections, bounded
+//! request sizes and idle timeouts.
+//!
+//! Every leadership answer is computed from memory at the moment it is produced (no API call
+//! per request), through [`Leadership::grant`], which cannot hand out a grant past the tenure.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+
+use crate::contract::{ErrorBody, LeaderStatus, LegacyLeader, YieldResponse, paths};
+use crate::leadership::Leadership;
+use crate::metrics::Metrics;
+use crate::runner::{Command, Heartbeat};
+
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Largest request body accepted (`/leader/yield` needs none).
+const MAX_BODY: usize = 1024;
+/// Headers larger than this close the connection.
+const MAX_HEADER_BUF: usize = 16 * 1024;
+/// Idle keep-alive connections and slow headers are dropped after this.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keep-alive event for followers' streams, so that dead connections are noticed.
+const STREAM_KEEPALIVE: Duration = Duration::from_secs(15);
+/// Socket send buffer of leader API connections. Small, so that a stream reader that stops
+/// reading finds few stale events queued when it resumes.
+const API_SEND_BUFFER: usize = 8 * 1024;
+
+/// Accepts connections until the process exits. Over `max_connections`, new connections are
+/// closed at once so that the process stays within its memory bounds.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    max_connections: usize,
+    send_buffer: Option<usize>,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(max_connections));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("connection limit reached; closing a new connection");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        if let Some(size) = send_buffer {
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(size);
+        }
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let handler = handler.clone();
+                async move { Ok::<_, Infallible>(handler(req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(IDLE_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BUF)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Send buffer size for leader API connections.
+pub fn api_send_buffer() -> Option<usize> {
+    Some(API_SEND_BUFFER)
+}
+
+/// State of the leader API.
+#[derive(Clone)]
+pub struct Api {
+    pub leadership: Arc<Leadership>,
+    pub metrics: Metrics,
+    pub commands: mpsc::Sender<Command>,
+    pub yield_backoff: Duration,
+}
+
+impl Api {
+    pub async fn handle(self, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        let response = self.route(req).await;
+        let label = match path.as_str() {
+            paths::LEADER | paths::WATCH | paths::YIELD | paths::LEGACY => path.as_str(),
+            _ => "other",
+        };
+        self.metrics.http_request(label, response.status().as_u16());
+        response
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+        let route = match req.uri().path() {
+            paths::LEADER => Route::Leader,
+            paths::WATCH => Route::Watch,
+            paths::YIELD => Route::Yield,
+            paths::LEGACY => Route::Legacy,
+            other => return error(StatusCode::NOT_FOUND, &format!("no such path: {other}")),
+        };
+        let allowed = if route == Route::Yield {
+            "POST"
+        } else {
+            "GET, HEAD"
+        };
+        let method = req.method().clone();
+        if !allowed.split(", ").any(|m| m == method.as_str()) {
+            let msg = format!("{method} is not allowed here; use {allowed}");
+            let mut r = error(StatusCode::METHOD_NOT_ALLOWED, &msg);
+            r.headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+            return r;
+        }
+        if let Err(r) = read_small_body(req).await {
+            return r;
+        }
+        let now = Instant::now();
+        let mut r = match route {
+            Route::Leader => json(StatusCode::OK, &self.status(now)),
+            Route::Watch => self.watch(now),
+            Route::Legacy => json(StatusCode::OK, &self.legacy(now)),
+            Route::Yield => self.yield_now(now).await,
+        };
+        if method == Method::HEAD {
+            *r.body_mut() = empty();
+        }
+        r
+    }
+
+    /// The answer to `GET /leader`; issues a grant when we are leader.
+    pub fn status(&self, now: Instant) -> LeaderStatus {
+        status(&self.leadership, now)
+    }
+
+    fn legacy(&self, now: Instant) -> LegacyLeader {
+        let s = self.status(now);
+        // An old client acts when `name` is its own name; never show ourselves as holder
+        // without a grant behind it.
+        let name = match (s.is_leader, s.holder) {
+            (true, _) => s.identity,
+            (false, Some(h)) if h == s.identity => String::new(),
+            (false, h) => h.unwrap_or_default(),
+        };
+        LegacyLeader { name }
+    }
+
+    async fn yield_now(&self, now: Instant) -> Response<Body> {
+        let was_leader = self.leadership.is_granting(now);
+        // Stop granting before anything else; the elector releases when it gets the command.
+        self.leadership.revoke(false, now);
+        if self.commands.send(Command::Yield).await.is_err() {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "the elector has stopped");
+        }
+        tracing::info!(was_leader, "local controller yielded");
+        let backoff_ms = u64::try_from(self.yield_backoff.as_millis()).unwrap_or(u64::MAX);
+        json(
+            StatusCode::OK,
+            &YieldResponse {
+                was_leader,
+                backoff_ms,
+            },
+        )
+    }
+
+    fn watch(&self, now: Instant) -> Response<Body> {
+        struct Stream {
+            leadership: Arc<Leadership>,
+            rx: tokio::sync::watch::Receiver<crate::leadership::LeaseView>,
+            _guard: crate::leadership::WatcherGuard,
+            first: bool,
+        }
+        let state = Stream {
+            leadership: self.leadership.clone(),
+            rx: self.leadership.subscribe(),
+            _guard: self.leadership.watcher(now),
+            first: true,
+        };
+        // Each event is produced when hyper asks for the next chunk, i.e. when the socket can
+        // take it, so a slow reader only ever gets fresh grants and never queues stale ones.
+        let events = futures::stream::unfold(state, |mut st| async move {
+            if !st.first {
+                let now = Instant::now();
+                let wait = if st.leadership.is_granting(now) {
+                    st.leadership.max_grant() / 2
+                } else {
+                    STREAM_KEEPALIVE
+                };
+                tokio::select! {
+                    changed = st.rx.changed() => if changed.is_err() { return None },
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            st.first = false;
+            st.rx.borrow_and_update();
+            let status = status(&st.leadership, Instant::now());
+            let data = serde_json::to_string(&status).unwrap_or_default();
+            let chunk = format!("event: {}\ndata: {data}\n\n", paths::EVENT);
+            Some((Ok::<_, Infallible>(Frame::data(Bytes::from(chunk))), st))
+        });
+        let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(events.boxed())));
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+        r
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Leader,
+    Watch,
+    Yield,
+    Legacy,
+}
+
+/// Computes the leadership answer at `now`, issuing a grant when we are leader.
+pub fn status(leadership: &Leadership, now: Instant) -> LeaderStatus {
+    let grant = leadership.grant(now);
+    let view = leadership.view();
+    let valid_for_ms = grant.map_or(0, |g| {
+        u64::try_from(g.valid_for.as_millis()).unwrap_or(u64::MAX)
+    });
+    // A grant shorter than a millisecond is no grant.
+    let is_leader = valid_for_ms > 0;
+    LeaderStatus {
+        is_leader,
+        identity: leadership.identity().to_owned(),
+        holder: if is_leader {
+            Some(leadership.identity().to_owned())
+        } else {
+            view.holder
+        },
+        lease: leadership.lease().to_owned(),
+        term: grant.map(|g| g.term).or(view.observed_term),
+        valid_for_ms,
+        observed_at: view.observed_at,
+        renewed_at: view.renewed_at,
+    }
+}
+
+/// Reads a request body of at most [`MAX_BODY`] bytes.
+async fn read_small_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request bodies are limited to {MAX_BODY} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "could not read the request body",
+        )),
+    }
+}
+
+pub fn json<T: Serialize>(code: StatusCode, body: &T) -> Response<Body> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(bytes)).boxed_unsync());
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+pub fn error(code: StatusCode, message: &str) -> Response<Body> {
+    json(
+        code,
+        &ErrorBody {
+            error: message.to_owned(),
+        },
+    )
+}
+
+pub fn text(code: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+fn empty() -> Body {
+    Full::new(Bytes::new()).boxed_unsync()
+}
+
+/// State of the admin port.
+#[derive(Clone)]
+pub struct Admin {
+    pub leadership: Arc<Leadership>,
+    pub metrics: Metrics,
+    pub heartbeat: Arc<Heartbeat>,
+    /// `/healthz` fails when the election loop has not turned for this long.
+    pub wedged_after: Duration,
+}
+
+impl Admin {
+    pub async fn handle(self, req: Request<Incoming>) -> Response<Body> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET and HEAD are served here",
+            );
+        }
+        let now = Instant::now();
+        match req.uri().path() {
+            "/healthz" => {
+                let age = self.heartbeat.age(now);
+                if age < self.wedged_after {
+                    text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into())
+                } else {
+                    let msg = format!("election loop has not run for {}ms", age.as_millis());
+                    error(StatusCode::SERVICE_UNAVAILABLE, &msg)
+                }
+            }
+            "/readyz" => {
+                if self.leadership.view().observed {
+                    text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into())
+                } else {
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the lease has not been observed yet",
+                    )
+                }
+            }
+            "/metrics" => {
+                self.metrics.set_watchers(self.leadership.watchers());
+                self.metrics.set_leader(self.leadership.is_granting(now));
+                text(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    self.metrics.encode(),
+                )
+            }
+            other => error(StatusCode::NOT_FOUND, &format!("no such path: {other}")),
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! What the elector shares with the HTTP side: the current tenure, the grants handed out under
+//! it, and the local consumer's activity.
+//!
+//! # Invariants enforced here
+//!
+//! - **A grant never outlives the tenure.** `valid_for = min(valid_until - now, max_grant)`,
+//!   computed from the monotonic clock at the moment the answer is produced, so a wedged elector
+//!   loop cannot keep an expired tenure alive: once `valid_until` passes, answers say
+//!   `is_leader: false` by themselves.
+//! - **Revocation is atomic with issuance.** Grants are issued and revoked under one lock, and
+//!   revocation returns the latest instant ever granted. Whoever revokes (yield, SIGTERM, losing
+//!   the consumer) knows that no grant issued before or after runs past that instant, and waits
+//!   for it before releasing the Lease.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::elector::{Local, Tenure};
+
+/// Non-grant facts about the Lease, published by the elector driver.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseView {
+    /// Whether the elector has read the Lease at least once (readiness).
+    pub observed: bool,
+    pub holder: Option<String>,
+    /// `leaseTransitions` as last observed.
+    pub observed_term: Option<i32>,
+    pub observed_at: Option<String>,
+    pub renewed_at: Option<String>,
+    /// Bumped on every change of tenure or revocation, so that watchers re-send at once.
+    pub epoch: u64,
+}
+
+/// A grant handed to a local client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub term: i32,
+    pub valid_for: Duration,
+}
+
+#[derive(Debug)]
+struct GrantState {
+    tenure: Option<Tenure>,
+    /// No grants under the current tenure (yield, consumer gone); cleared by a new tenure.
+    revoked: bool,
+    /// No grants ever again (SIGTERM).
+    shutting_down: bool,
+    granted_until: Option<Instant>,
+    last_read: Option<Instant>,
+    watchers: usize,
+}
+
+/// Shared leadership state. See the module documentation for its invariants.
+#[derive(Debug)]
+pub struct Leadership {
+    identity: String,
+    lease: String,
+    max_grant: Duration,
+    consumer_timeout: Option<Duration>,
+    state: Mutex<GrantState>,
+    view: watch::Sender<LeaseView>,
+    consumer_arrived: Notify,
+}
+
+impl Leadership {
+    /// `consumer_timeout`: `None` when `--consumer-timeout` is 0 (a consumer is always assumed).
+    pub fn new(
+        identity: impl Into<String>,
+        lease: impl Into<String>,
+        max_grant: Duration,
+        consumer_timeout: Option<Duration>,
+    ) -> Self {
+        Self {
+            identity: identity.into(),
+            lease: lease.into(),
+            max_grant,
+            consumer_timeout,
+            state: Mutex::new(GrantState {
+                tenure: None,
+                revoked: false,
+                shutting_down: false,
+                granted_until: None,
+                last_read: None,
+                watchers: 0,
+            }),
+            view: watch::Sender::new(LeaseView::default()),
+            consumer_arrived: Notify::new(),
+        }
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    pub fn lease(&self) -> &str {
+        &self.lease
+    }
+
+    pub fn max_grant(&self) -> Duration {
+        self.max_grant
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GrantState> {
+        // The lock only guards plain data with no invariant a panic could break half-way.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Issues a grant if we are leader at `now`, records it, and counts the call as consumer
+    /// activity (followers' consumers are consumers too).
+    pub fn grant(&self, now: Instant) -> Option<Grant> {
+        let mut s = self.lock();
+        let arrived =
+            self.consumer_timeout.is_some() && !Self::present(&s, self.consumer_timeout, now);
+        s.last_read = Some(now);
+        let grant = Self::grantable(&s, now).map(|tenure| Grant {
+            term: tenure.term,
+            valid_for: (tenure.valid_until - now).min(self.max_grant),
+        });
+        if let Some(g) = grant {
+            let until = now + g.valid_for;
+            s.granted_until = Some(s.granted_until.map_or(until, |u| u.max(until)));
+        }
+        drop(s);
+        if arrived {
+            self.consumer_arrived.notify_one();
+        }
+        grant
+    }
+
+    /// Whether a grant would be issued at `now`, without issuing one (metrics, logs).
+    pub fn is_granting(&self, now: Instant) -> bool {
+        Self::grantable(&self.lock(), now).is_some()
+    }
+
+    fn grantable(s: &GrantState, now: Instant) -> Option<Tenure> {
+        s.tenure
+            .filter(|t| !s.revoked && !s.shutting_down && now < t.valid_until)
+    }
+
+    /// Stops granting under the current tenure (`shutdown`: for good) and returns the latest
+    /// instant up to which a grant was handed out, if it is still in the future.
+    pub fn revoke(&self, shutdown: bool, now: Instant) -> Option<Instant> {
+        let mut s = self.lock();
+        s.revoked = true;
+        s.shutting_down |= shutdown;
+        let until = s.granted_until.filter(|u| *u > now);
+        drop(s);
+        self.view.send_modify(|v| v.epoch += 1);
+        until
+    }
+
+    /// Latest instant up to which a grant was handed out, if still in the future.
+    pub fn granted_until(&self, now: Instant) -> Option<Instant> {
+        self.lock().granted_until.filter(|u| *u > now)
+    }
+
+    /// The elector driver publishes its tenure after every step. A new term lifts a revocation.
+    pub fn set_tenure(&self, tenure: Option<Tenure>) {
+        let mut s = self.lock();
+        let changed = s.tenure.map(|t| t.term) != tenure.map(|t| t.term);
+        if changed && tenure.is_some() {
+            s.revoked = false;
+        }
+        s.tenure = tenure;
+        drop(s);
+        if changed {
+            self.view.send_modify(|v| v.epoch += 1);
+        }
+    }
+
+    /// Publishes the Lease facts. Watchers are woken when the holder, the term or readiness
+    /// changed; timestamps alone ride along with the next event.
+    pub fn set_view(&self, update: impl FnOnce(&mut LeaseView)) {
+        self.view.send_if_modified(|v| {
+            let before = (v.observed, v.holder.clone(), v.observed_term);
+            update(v);
+            (v.observed, v.holder.clone(), v.observed_term) != before
+        });
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<LeaseView> {
+        self.view.subscribe()
+    }
+
+    pub fn view(&self) -> LeaseView {
+        self.view.borrow().clone()
+    }
+
+    /// Registers a `/leader/watch` stream; the consumer counts as present while it is held.
+    pub fn watcher(self: &std::sync::Arc<Self>, now: Instant) -> WatcherGuard {
+        let mut s = self.lock();
+        let arrived =
+            self.consumer_timeout.is_some() && !Self::present(&s, self.consumer_timeout, now);
+        s.watchers += 1;
+        drop(s);
+        if arrived {
+            self.consumer_arrived.notify_one();
+        }
+        WatcherGuard {
+            leadership: self.clone(),
+        }
+    }
+
+    pub fn watchers(&self) -> usize {
+        self.lock().watchers
+    }
+
+    /// Resolves when a consumer shows up after having been absent.
+    pub async fn consumer_arrived(&self) {
+        self.consumer_arrived.notified().await;
+    }
+
+    fn present(s: &GrantState, timeout: Option<Duration>, now: Instant) -> bool {
+        match timeout {
+            None => true,
+            Some(t) => s.watchers > 0 || s.last_read.is_some_and(|r| now < r + t),
+        }
+    }
+
+    /// The local facts the elector needs for its next step.
+    pub fn local(&self, now: Instant) -> Local {
+        let s = self.lock();
+        let consumer_present = Self::present(&s, self.consumer_timeout, now);
+        let consumer_absent_at = match self.consumer_timeout {
+            Some(t) if s.watchers == 0 => s.last_read.map(|r| r + t),
+            _ => None,
+        };
+        Local {
+            consumer_present,
+            consumer_absent_at,
+            granted_until: s.granted_until.filter(|u| *u > now),
+        }
+    }
+}
+
+/// Held by a `/leader/watch` response body; dropping it ends the watcher's presence.
+#[derive(Debug)]
+pub struct WatcherGuard {
+    leadership: std::sync::Arc<Leadership>,
+}
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        let mut s = self.leadership.lock();
+        s.watchers = s.watchers.saturating_sub(1);
+        // Leaving counts as a read, so that the consumer timeout starts now.
+        s.last_read = Some(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::time::advance;
+
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn tenure(term: i32, valid_for: Duration) -> Tenure {
+        let now = Instant::now();
+        Tenure {
+            term,
+            valid_until: now + valid_for,
+            last_write_sent: now,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_grant_is_the_smaller_of_the_tenure_left_and_the_maximum() {
+        let l = Leadership::new("a", "ns/l", 2000 * MS, None);
+        assert_eq!(l.grant(Instant::now()), None, "no tenure, no grant");
+        l.set_tenure(Some(tenure(3, 10_000 * MS)));
+        assert_eq!(
+            l.grant(Instant::now()),
+            Some(Grant {
+                term: 3,
+                valid_for: 2000 * MS
+            })
+        );
+        advance(9_500 * MS).await;
+        assert_eq!(
+            l.grant(Instant::now()),
+            Some(Grant {
+                term: 3,
+                valid_for: 500 * MS
+            })
+        );
+        advance(500 * MS).await;
+        assert_eq!(l.grant(Instant::now()), None, "the tenure ended by itself");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn revocation_returns_the_latest_grant_and_stops_granting() {
+        let l = Leadership::new("a", "ns/l", 2000 * MS, None);
+        l.set_tenure(Some(tenure(1, 10_000 * MS)));
+        let first = Instant::now();
+        l.grant(first);
+        advance(700 * MS).await;
+        l.grant(Instant::now());
+        let until = l.revoke(false, Instant::now());
+        assert_eq!(until, Some(first + 2700 * MS));
+        assert_eq!(l.grant(Instant::now()), None);
+        // Re-publishing the same tenure does not lift the revocation; a new term does.
+        l.set_tenure(Some(tenure(1, 10_000 * MS)));
+        assert_eq!(l.grant(Instant::now()), None);
+        l.set_tenure(Some(tenure(2, 10_000 * MS)));
+        assert!(l.grant(Instant::now()).is_some());
+        // Shutdown is for good.
+        l.revoke(true, Instant::now());
+        l.set_tenure(Some(tenure(3, 10_000 * MS)));
+        assert_eq!(l.grant(Instant::now()), None);
+        advance(2000 * MS).await;
+        assert_eq!(
+            l.revoke(true, Instant::now()),
+            None,
+            "every grant has run out"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tenure_changes_and_revocations_wake_watchers() {
+        let l = Leadership::new("a", "ns/l", 2000 * MS, None);
+        let mut rx = l.subscribe();
+        rx.borrow_and_update();
+        l.set_tenure(Some(tenure(1, 10_000 * MS)));
+        assert!(rx.has_changed().expect("open"));
+        rx.borrow_and_update();
+        l.set_tenure(Some(tenure(1, 12_000 * MS)));
+        assert!(!rx.has_changed().expect("open"), "a renew is not news");
+        l.set_view(|v| v.observed_at = Some("t".into()));
+        assert!(
+            !rx.has_changed().expect("open"),
+            "timestamps alone are not news"
+        );
+        l.set_view(|v| v.holder = Some("a".into()));
+        assert!(rx.has_changed().expect("open"));
+        rx.borrow_and_update();
+        l.revoke(false, Instant::now());
+        assert!(rx.has_changed().expect("open"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn consumer_presence_follows_reads_and_watchers() {
+        let l = Arc::new(Leadership::new("a", "ns/l", 2000 * MS, Some(5000 * MS)));
+        assert!(
+            !l.local(Instant::now()).consumer_present,
+            "nobody has read yet"
+        );
+        l.grant(Instant::now());
+        let local = l.local(Instant::now());
+        assert!(local.consumer_present);
+        assert_eq!(local.consumer_absent_at, Some(Instant::now() + 5000 * MS));
+        advance(5000 * MS).await;
+        assert!(!l.local(Instant::now()).consumer_present);
+        let guard = l.watcher(Instant::now());
+        advance(60_000 * MS).await;
+        let local = l.local(Instant::now());
+        assert!(
+            local.consumer_present && local.consumer_absent_at.is_none(),
+            "a watcher is present"
+        );
+        drop(guard);
+        assert!(
+            l.local(Instant::now()).consumer_present,
+            "leaving starts the timeout"
+        );
+        advance(5000 * MS).await;
+        assert!(!l.local(Instant::now()).consumer_present);
+        // Off: always present.
+        let off = Leadership::new("a", "ns/l", 2000 * MS, None);
+        assert!(off.local(Instant::now()).consumer_present);
+    }
+}

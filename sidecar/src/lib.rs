@@ -1,0 +1,19 @@
+//! `leader-sidecar`: holds a `coordination.k8s.io/v1` Lease and serves leadership to the local
+//! controller over HTTP. The library holds the pieces, so that the controller and the test
+//! suites share the contract types and command-line plumbing with the binary:
+//!
+//! - [`elector`]: the pure state machine and its safety argument;
+//! - [`leadership`]: grants handed to the local controller, bounded by the tenure;
+//! - [`runner`]: drives the elector against the API server ([`lease_api`]);
+//! - [`http`]: the leader API and the admin port; [`contract`]: the bodies they serve;
+//! - [`config`], [`cli`], [`metrics`].
+
+pub mod cli;
+pub mod config;
+pub mod contract;
+pub mod elector;
+pub mod http;
+pub mod leadership;
+pub mod lease_api;
+pub mod metrics;
+pub mod runner;

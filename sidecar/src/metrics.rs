@@ -1,0 +1,171 @@
+//! Prometheus metrics served on the admin port.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameLabel {
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    verb: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    event: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    path: String,
+    code: String,
+}
+
+/// Cheap to clone; all clones update the same registry.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    lease_name: String,
+    master_status: Family<NameLabel, Gauge>,
+    transitions: Family<TransitionLabels, Counter>,
+    renew_seconds: Histogram,
+    api_requests: Family<ApiLabels, Counter>,
+    api_errors: Family<ApiLabels, Counter>,
+    http_requests: Family<HttpLabels, Counter>,
+    watchers: Gauge,
+}
+
+impl Metrics {
+    pub fn new(lease_name: &str) -> Self {
+        let mut registry = Registry::default();
+        let master_status = Family::<NameLabel, Gauge>::default();
+        registry.register(
+            "leader_election_master_status",
+            "1 while this pod is leader of the named lease, else 0 (client-go's name)",
+            master_status.clone(),
+        );
+        let transitions = Family::<TransitionLabels, Counter>::default();
+        registry.register(
+            "leader_sidecar_transitions",
+            "Leadership changes of this pod: event acquired or lost, with the reason for losses",
+            transitions.clone(),
+        );
+        let renew_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register(
+            "leader_sidecar_renew_duration_seconds",
+            "Duration of lease renew requests, successful or not",
+            renew_seconds.clone(),
+        );
+        let api_requests = Family::<ApiLabels, Counter>::default();
+        registry.register(
+            "leader_sidecar_api_requests",
+            "Requests to the Kubernetes API about the lease, by verb and status code",
+            api_requests.clone(),
+        );
+        let api_errors = Family::<ApiLabels, Counter>::default();
+        registry.register(
+            "leader_sidecar_api_errors",
+            "Failed Kubernetes API requests (conflicts excluded), by verb and code (or timeout, transport)",
+            api_errors.clone(),
+        );
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "leader_sidecar_http_requests",
+            "Requests served on the leader API, by path and status code",
+            http_requests.clone(),
+        );
+        let watchers = Gauge::default();
+        registry.register(
+            "leader_sidecar_watchers",
+            "Open /leader/watch streams",
+            watchers.clone(),
+        );
+        let m = Self {
+            inner: Arc::new(Inner {
+                registry,
+                lease_name: lease_name.to_owned(),
+                master_status,
+                transitions,
+                renew_seconds,
+                api_requests,
+                api_errors,
+                http_requests,
+                watchers,
+            }),
+        };
+        m.set_leader(false);
+        m
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        let name = NameLabel {
+            name: self.inner.lease_name.clone(),
+        };
+        self.inner
+            .master_status
+            .get_or_create(&name)
+            .set(i64::from(leader));
+    }
+
+    pub fn transition(&self, event: &str, reason: &str) {
+        let labels = TransitionLabels {
+            event: event.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.inner.transitions.get_or_create(&labels).inc();
+    }
+
+    pub fn renew_duration(&self, seconds: f64) {
+        self.inner.renew_seconds.observe(seconds);
+    }
+
+    /// Counts a request; codes other than 2xx, 404 on get, and 409 also count as errors.
+    pub fn api_request(&self, verb: &str, code: &str) {
+        let labels = ApiLabels {
+            verb: verb.to_owned(),
+            code: code.to_owned(),
+        };
+        self.inner.api_requests.get_or_create(&labels).inc();
+        let expected = code.starts_with('2') || code == "409" || (verb == "get" && code == "404");
+        if !expected {
+            self.inner.api_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    pub fn http_request(&self, path: &str, code: u16) {
+        let labels = HttpLabels {
+            path: path.to_owned(),
+            code: code.to_string(),
+        };
+        self.inner.http_requests.get_or_create(&labels).inc();
+    }
+
+    pub fn set_watchers(&self, n: usize) {
+        self.inner
+            .watchers
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
+        out
+    }
+}

@@ -1,0 +1,273 @@
+//! The elector driver: runs the pure [`Elector`] against the API server, the standby watch,
+//! local commands and the clock, and publishes the outcome to [`Leadership`], the logs, the
+//! metrics and a Kubernetes Event.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::elector::{Change, Elector, LeaseRecord, Step, WriteKind};
+use crate::leadership::Leadership;
+use crate::lease_api::{LeaseApi, ReadOutcome, Watched, WriteOutcome};
+use crate::metrics::Metrics;
+
+/// Local requests to the elector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// The local controller stopped (`POST /leader/yield`).
+    Yield,
+    /// SIGTERM or SIGINT.
+    Shutdown,
+}
+
+/// Liveness of the election loop, read by `/healthz`.
+#[derive(Debug)]
+pub struct Heartbeat {
+    origin: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Heartbeat {
+    fn beat(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.origin).as_millis();
+        self.last_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Time since the loop last went round.
+    pub fn age(&self, now: Instant) -> Duration {
+        let last = self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        now.saturating_duration_since(last)
+    }
+}
+
+pub struct Runner {
+    pub elector: Elector,
+    pub leases: LeaseApi,
+    pub leadership: Arc<Leadership>,
+    pub metrics: Metrics,
+    pub recorder: Option<Recorder>,
+    pub lease_ref: String,
+    pub heartbeat: Arc<Heartbeat>,
+    pub watched: mpsc::Receiver<Watched>,
+    pub commands: mpsc::Receiver<Command>,
+}
+
+/// Builds the Event recorder for "became leader" Events on the Lease.
+pub fn recorder(client: kube::Client, identity: &str) -> Recorder {
+    Recorder::new(
+        client,
+        Reporter {
+            controller: "leader-sidecar".into(),
+            instance: Some(identity.to_owned()),
+        },
+    )
+}
+
+impl Runner {
+    /// Runs until shutdown has finished (the Lease released, or not ours to release).
+    pub async fn run(mut self) {
+        let timings = self.elector.timings().clone();
+        let mut shutdown_by: Option<Instant> = None;
+        tracing::info!("attempting to acquire leader lease {}...", self.lease_ref);
+        loop {
+            let now = Instant::now();
+            self.heartbeat.beat(now);
+            if shutdown_by.is_some_and(|by| now >= by) {
+                tracing::warn!(
+                    "could not release the lease before the shutdown deadline; exiting anyway"
+                );
+                return;
+            }
+            let local = self.leadership.local(now);
+            let step = self.elector.next_step(now, Timestamp::now(), local);
+            self.publish(now);
+
+            match step {
+                Step::Done => return,
+                Step::Read => {
+                    let outcome = self.leases.get().await;
+                    let now = Instant::now();
+                    match outcome {
+                        ReadOutcome::Found(lease) => {
+                            self.observed_now();
+                            self.elector.on_read(Some(&lease), now);
+                        }
+                        ReadOutcome::NotFound => {
+                            self.observed_now();
+                            self.elector.on_read(None, now);
+                        }
+                        ReadOutcome::Failed(f) => {
+                            tracing::warn!(lease = %self.lease_ref, error = %f, "reading the lease failed");
+                            self.elector.on_read_failed(now);
+                        }
+                    }
+                }
+                Step::Write(write) => {
+                    let deadline = match write.kind {
+                        WriteKind::Renew => self.elector.tenure(now).map(|t| t.valid_until),
+                        _ => None,
+                    };
+                    let sent = Instant::now();
+                    let outcome = self
+                        .leases
+                        .write(&write.lease, write.create, deadline)
+                        .await;
+                    let now = Instant::now();
+                    if write.kind == WriteKind::Renew {
+                        self.metrics.renew_duration((now - sent).as_secs_f64());
+                    }
+                    match outcome {
+                        WriteOutcome::Stored(stored) => {
+                            self.observed_now();
+                            self.elector.on_written(&write, &stored, sent, now);
+                        }
+                        WriteOutcome::Conflict => {
+                            tracing::debug!(
+                                kind = write.kind.as_str(),
+                                "lease changed since we read it (409)"
+                            );
+                            self.elector.on_conflict(&write);
+                        }
+                        WriteOutcome::Gone => self.elector.on_gone(&write),
+                        WriteOutcome::Failed(f) => {
+                            tracing::warn!(lease = %self.lease_ref, kind = write.kind.as_str(), error = %f, "lease write failed");
+                            self.elector.on_write_failed(&write, sent, now);
+                        }
+                    }
+                }
+                Step::Wait(until) => {
+                    // Wake at least every retry period so that /healthz sees the loop turning.
+                    let cap = now + timings.retry_period;
+                    let until = until.map_or(cap, |u| u.min(cap));
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => {}
+                        Some(w) = self.watched.recv() => {
+                            let now = Instant::now();
+                            self.observed_now();
+                            match w {
+                                Watched::Applied(lease) => self.elector.on_watched(&lease, now),
+                                Watched::Absent { resource_version } => {
+                                    self.elector.on_watched_absent(resource_version.as_deref());
+                                }
+                            }
+                        }
+                        Some(cmd) = self.commands.recv() => {
+                            let now = Instant::now();
+                            match cmd {
+                                Command::Yield => self.elector.on_yield(now),
+                                Command::Shutdown => {
+                                    let granted = self.leadership.granted_until(now);
+                                    self.elector.on_shutdown(granted);
+                                    let from = granted.unwrap_or(now).max(now);
+                                    shutdown_by = Some(from + timings.renew_deadline);
+                                }
+                            }
+                        }
+                        _ = self.leadership.consumer_arrived() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn observed_now(&self) {
+        let at = Timestamp::now().to_string();
+        self.leadership.set_view(|v| v.observed_at = Some(at));
+    }
+
+    /// Publishes the elector's state: tenure to the grant book, Lease facts to watchers,
+    /// changes to logs, metrics and Events.
+    fn publish(&mut self, now: Instant) {
+        let tenure = self.elector.tenure(now);
+        self.leadership.set_tenure(tenure);
+        let observed = self.elector.observed().map(LeaseRecord::of);
+        let has_observed = self.elector.has_observed();
+        self.leadership.set_view(|v| {
+            v.observed = has_observed;
+            v.holder = observed
+                .as_ref()
+                .and_then(|r| r.holder().map(str::to_owned));
+            v.observed_term = observed.as_ref().and_then(|r| r.lease_transitions);
+            v.renewed_at = observed
+                .as_ref()
+                .and_then(|r| r.renew_time)
+                .map(|t| t.to_string());
+        });
+        for change in self.elector.take_changes() {
+            match change {
+                Change::Acquired { term } => {
+                    tracing::info!(term, "successfully acquired lease {}", self.lease_ref);
+                    self.metrics.transition("acquired", "");
+                    self.metrics.set_leader(true);
+                    self.announce(term);
+                }
+                Change::Lost { reason } => {
+                    tracing::info!(reason = reason.as_str(), "lost lease {}", self.lease_ref);
+                    self.metrics.transition("lost", reason.as_str());
+                    self.metrics.set_leader(false);
+                    if !self.elector.is_shutting_down() {
+                        tracing::info!("attempting to acquire leader lease {}...", self.lease_ref);
+                    }
+                }
+                Change::Released => tracing::info!("released lease {}", self.lease_ref),
+                Change::NewLeader { holder } => {
+                    tracing::info!(
+                        "new leader observed: {}",
+                        holder.as_deref().unwrap_or("<none>")
+                    );
+                }
+            }
+        }
+    }
+
+    /// Records "<identity> became leader" on the Lease, as client-go does, without delaying
+    /// the elector.
+    fn announce(&self, term: i32) {
+        let (Some(recorder), Some(lease)) = (self.recorder.clone(), self.elector.observed()) else {
+            return;
+        };
+        let reference = lease_reference(lease);
+        let note = format!("{} became leader (term {term})", self.elector.identity());
+        tokio::spawn(async move {
+            let event = Event {
+                type_: EventType::Normal,
+                reason: "LeaderElection".into(),
+                note: Some(note),
+                action: "Acquire".into(),
+                secondary: None,
+            };
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::warn!(error = %e, "could not record the LeaderElection event");
+            }
+        });
+    }
+}
+
+fn lease_reference(lease: &Lease) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("coordination.k8s.io/v1".into()),
+        kind: Some("Lease".into()),
+        name: lease.metadata.name.clone(),
+        namespace: lease.metadata.namespace.clone(),
+        uid: lease.metadata.uid.clone(),
+        resource_version: lease.metadata.resource_version.clone(),
+        ..ObjectReference::default()
+    }
+}
