@@ -9,25 +9,28 @@ use serde::{Deserialize, Serialize};
 /// milliseconds, counted on the caller's monotonic clock from the moment *before it sent the
 /// request* (for the stream: from when it read the event). Without a fresh grant by then the
 /// caller must stop.
+///
+/// Clients read it as `LeaderStatus` (owned strings); the sidecar writes it from borrowed ones
+/// (`LeaderStatus<&str>`), so that answering allocates nothing but the body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaderStatus {
+pub struct LeaderStatus<S = String> {
     /// Whether this pod is leader and grants leadership to the caller right now.
     pub is_leader: bool,
     /// This sidecar's identity (the value it writes as `holderIdentity`).
-    pub identity: String,
+    pub identity: S,
     /// The holder recorded in the Lease as last observed; `null` when free, absent or unknown.
-    pub holder: Option<String>,
+    pub holder: Option<S>,
     /// `<namespace>/<name>` of the Lease.
-    pub lease: String,
+    pub lease: S,
     /// Leader: the term of our tenure (the `leaseTransitions` we wrote when we acquired).
     /// Follower: `leaseTransitions` as last observed. Grows with every new tenure.
     pub term: Option<i32>,
     /// How long this grant is valid; 0 when `is_leader` is false.
     pub valid_for_ms: u64,
     /// When this sidecar last read or received the Lease (RFC 3339, this node's wall clock).
-    pub observed_at: Option<String>,
+    pub observed_at: Option<S>,
     /// `renewTime` of the Lease as last observed (RFC 3339, written by the holder's wall clock).
-    pub renewed_at: Option<String>,
+    pub renewed_at: Option<S>,
 }
 
 /// Body of `GET /`, for clients of the old kubernetes/contrib `leader-elector`.

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::{Body as _, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
@@ -106,12 +106,14 @@ pub struct Api {
 
 impl Api {
     pub async fn handle(self, req: Request<Incoming>) -> Response<Body> {
-        let path = req.uri().path().to_owned();
-        let response = self.route(req).await;
-        let label = match path.as_str() {
-            paths::LEADER | paths::WATCH | paths::YIELD | paths::LEGACY => path.as_str(),
+        let label = match req.uri().path() {
+            paths::LEADER => paths::LEADER,
+            paths::WATCH => paths::WATCH,
+            paths::YIELD => paths::YIELD,
+            paths::LEGACY => paths::LEGACY,
             _ => "other",
         };
+        let response = self.route(req).await;
         self.metrics.http_request(label, response.status().as_u16());
         response
     }
@@ -137,12 +139,14 @@ impl Api {
                 .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
             return r;
         }
-        if let Err(r) = read_small_body(req).await {
+        if !req.body().is_end_stream()
+            && let Err(r) = read_small_body(req).await
+        {
             return r;
         }
         let now = Instant::now();
         let mut r = match route {
-            Route::Leader => json(StatusCode::OK, &self.status(now)),
+            Route::Leader => json_bytes(StatusCode::OK, status_json(&self.leadership, now)),
             Route::Watch => self.watch(now),
             Route::Legacy => json(StatusCode::OK, &self.legacy(now)),
             Route::Yield => self.yield_now(now).await,
@@ -218,9 +222,13 @@ impl Api {
             }
             st.first = false;
             st.rx.borrow_and_update();
-            let status = status(&st.leadership, Instant::now());
-            let data = serde_json::to_string(&status).unwrap_or_default();
-            let chunk = format!("event: {}\ndata: {data}\n\n", paths::EVENT);
+            let data = status_json(&st.leadership, Instant::now());
+            let mut chunk = Vec::with_capacity(data.len() + 24);
+            chunk.extend_from_slice(b"event: ");
+            chunk.extend_from_slice(paths::EVENT.as_bytes());
+            chunk.extend_from_slice(b"\ndata: ");
+            chunk.extend_from_slice(&data);
+            chunk.extend_from_slice(b"\n\n");
             Some((Ok::<_, Infallible>(Frame::data(Bytes::from(chunk))), st))
         });
         let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(events.boxed())));
@@ -247,27 +255,44 @@ enum Route {
 
 /// Computes the leadership answer at `now`, issuing a grant when we are leader.
 pub fn status(leadership: &Leadership, now: Instant) -> LeaderStatus {
+    let bytes = status_json(leadership, now);
+    // Our own serialisation of the same type always parses back.
+    serde_json::from_slice(&bytes).unwrap_or_else(|_| LeaderStatus {
+        is_leader: false,
+        identity: leadership.identity().to_owned(),
+        holder: None,
+        lease: leadership.lease().to_owned(),
+        term: None,
+        valid_for_ms: 0,
+        observed_at: None,
+        renewed_at: None,
+    })
+}
+
+/// The leadership answer at `now` as JSON, issuing a grant when we are leader.
+pub fn status_json(leadership: &Leadership, now: Instant) -> Vec<u8> {
     let grant = leadership.grant(now);
-    let view = leadership.view();
     let valid_for_ms = grant.map_or(0, |g| {
         u64::try_from(g.valid_for.as_millis()).unwrap_or(u64::MAX)
     });
     // A grant shorter than a millisecond is no grant.
     let is_leader = valid_for_ms > 0;
-    LeaderStatus {
+    let view = leadership.view_ref();
+    let status = LeaderStatus::<&str> {
         is_leader,
-        identity: leadership.identity().to_owned(),
+        identity: leadership.identity(),
         holder: if is_leader {
-            Some(leadership.identity().to_owned())
+            Some(leadership.identity())
         } else {
-            view.holder
+            view.holder.as_deref()
         },
-        lease: leadership.lease().to_owned(),
+        lease: leadership.lease(),
         term: grant.map(|g| g.term).or(view.observed_term),
         valid_for_ms,
-        observed_at: view.observed_at,
-        renewed_at: view.renewed_at,
-    }
+        observed_at: view.observed_at.as_deref(),
+        renewed_at: view.renewed_at.as_deref(),
+    };
+    serde_json::to_vec(&status).unwrap_or_default()
 }
 
 /// Reads a request body of at most [`MAX_BODY`] bytes.
@@ -297,7 +322,10 @@ async fn read_small_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>
 }
 
 pub fn json<T: Serialize>(code: StatusCode, body: &T) -> Response<Body> {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    json_bytes(code, serde_json::to_vec(body).unwrap_or_default())
+}
+
+fn json_bytes(code: StatusCode, bytes: Vec<u8>) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(bytes)).boxed_unsync());
     *r.status_mut() = code;
     r.headers_mut().insert(

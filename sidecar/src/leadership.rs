@@ -191,6 +191,11 @@ impl Leadership {
         self.view.borrow().clone()
     }
 
+    /// The current view without copying it; hold it only briefly (it blocks publishing).
+    pub fn view_ref(&self) -> watch::Ref<'_, LeaseView> {
+        self.view.borrow()
+    }
+
     /// Registers a `/leader/watch` stream; the consumer counts as present while it is held.
     pub fn watcher(self: &std::sync::Arc<Self>, now: Instant) -> WatcherGuard {
         let mut s = self.lock();

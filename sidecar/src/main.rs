@@ -22,7 +22,10 @@ fn main() -> ExitCode {
     let args: Args = cli::parse_or_exit();
     let settings = args.validate().unwrap_or_else(|e| cli::exit_usage(&e));
     cli::init_tracing(settings.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // The elector, its Kubernetes client and the signal handling run on this thread; the HTTP
+    // servers get a thread of their own (`spawn_http`), so that no amount of HTTP load can
+    // delay a renew, and the whole process stays at two threads.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -39,6 +42,54 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen on {addr} ({flag})"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Serves the leader API and the admin port on a thread and runtime of their own.
+fn spawn_http(
+    api_listener: std::net::TcpListener,
+    api: Api,
+    admin_listener: std::net::TcpListener,
+    admin: Admin,
+    max_connections: usize,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the HTTP runtime")?;
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listeners = TcpListener::from_std(api_listener)
+                    .and_then(|a| Ok((a, TcpListener::from_std(admin_listener)?)));
+                let (api_listener, admin_listener) = match listeners {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot serve HTTP");
+                        std::process::exit(1);
+                    }
+                };
+                let api_server = http::serve(
+                    api_listener,
+                    max_connections,
+                    http::api_send_buffer(),
+                    move |req| api.clone().handle(req),
+                );
+                let admin_server = http::serve(admin_listener, max_connections, None, move |req| {
+                    admin.clone().handle(req)
+                });
+                tokio::join!(api_server, admin_server);
+            });
+        })
+        .context("cannot start the HTTP thread")?;
+    Ok(())
 }
 
 async fn kube_config(settings: &Settings) -> anyhow::Result<kube::Config> {
@@ -80,17 +131,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let client = kube::Client::try_from(config).context("cannot build the Kubernetes client")?;
     let lease_ref = format!("{namespace}/{}", settings.lease_name);
 
-    let api_listener = TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (--listen)", settings.listen))?;
-    let admin_listener = TcpListener::bind(settings.admin_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (--admin-listen)",
-                settings.admin_listen
-            )
-        })?;
+    let api_listener = bind(settings.listen, "--listen")?;
+    let admin_listener = bind(settings.admin_listen, "--admin-listen")?;
     tracing::info!(
         identity = %settings.identity,
         lease = %lease_ref,
@@ -117,24 +159,19 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         commands: commands_tx.clone(),
         yield_backoff: timings.yield_backoff,
     };
-    tokio::spawn(http::serve(
-        api_listener,
-        settings.max_connections,
-        http::api_send_buffer(),
-        move |req| api.clone().handle(req),
-    ));
     let admin = Admin {
         leadership: leadership.clone(),
         metrics: metrics.clone(),
         heartbeat: heartbeat.clone(),
         wedged_after: timings.lease_duration * 2,
     };
-    tokio::spawn(http::serve(
+    spawn_http(
+        api_listener,
+        api,
         admin_listener,
+        admin,
         settings.max_connections,
-        None,
-        move |req| admin.clone().handle(req),
-    ));
+    )?;
 
     let leases = LeaseApi::new(
         client.clone(),

@@ -47,8 +47,15 @@ struct Inner {
     api_requests: Family<ApiLabels, Counter>,
     api_errors: Family<ApiLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
+    /// Handles of the common `(path, code)` series, so that counting a request on the hot
+    /// path neither allocates nor hashes.
+    http_hot: Vec<(&'static str, u16, Counter)>,
     watchers: Gauge,
 }
+
+/// Paths and codes of the leader API whose counters are resolved up front.
+const HOT_PATHS: [&str; 5] = ["/leader", "/leader/watch", "/leader/yield", "/", "other"];
+const HOT_CODES: [u16; 5] = [200, 404, 405, 413, 503];
 
 impl Metrics {
     pub fn new(lease_name: &str) -> Self {
@@ -95,6 +102,17 @@ impl Metrics {
             "Open /leader/watch streams",
             watchers.clone(),
         );
+        let mut http_hot = Vec::new();
+        for path in HOT_PATHS {
+            for code in HOT_CODES {
+                let labels = HttpLabels {
+                    path: path.to_owned(),
+                    code: code.to_string(),
+                };
+                let counter = http_requests.get_or_create(&labels).clone();
+                http_hot.push((path, code, counter));
+            }
+        }
         let m = Self {
             inner: Arc::new(Inner {
                 registry,
@@ -105,6 +123,7 @@ impl Metrics {
                 api_requests,
                 api_errors,
                 http_requests,
+                http_hot,
                 watchers,
             }),
         };
@@ -148,6 +167,15 @@ impl Metrics {
     }
 
     pub fn http_request(&self, path: &str, code: u16) {
+        if let Some((_, _, counter)) = self
+            .inner
+            .http_hot
+            .iter()
+            .find(|(p, c, _)| *c == code && *p == path)
+        {
+            counter.inc();
+            return;
+        }
         let labels = HttpLabels {
             path: path.to_owned(),
             code: code.to_string(),
