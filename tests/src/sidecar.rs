@@ -14,6 +14,17 @@ use tokio::sync::watch;
 
 use crate::web;
 
+/// Short election timings (3 s lease, 2 s renew deadline, 500 ms retry period) for suites and
+/// quick benches, so that expiry-based scenarios finish in seconds.
+pub const FAST_TIMINGS: [&str; 6] = [
+    "--lease-duration",
+    "3s",
+    "--renew-deadline",
+    "2s",
+    "--retry-period",
+    "500ms",
+];
+
 /// How to start one sidecar.
 #[derive(Clone, Debug)]
 pub struct SidecarSpec {

@@ -16,14 +16,7 @@ use testkit::cluster::TestCluster;
 use testkit::sidecar::{Sidecar, SidecarSpec, message, timestamp};
 use testkit::web;
 
-const FAST: [&str; 6] = [
-    "--lease-duration",
-    "3s",
-    "--renew-deadline",
-    "2s",
-    "--retry-period",
-    "500ms",
-];
+const FAST: [&str; 6] = testkit::sidecar::FAST_TIMINGS;
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn start(

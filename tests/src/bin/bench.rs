@@ -116,16 +116,7 @@ struct Plan {
 
 impl Plan {
     fn of(args: &Args) -> Self {
-        let fast: Vec<String> = [
-            "--lease-duration",
-            "3s",
-            "--renew-deadline",
-            "2s",
-            "--retry-period",
-            "500ms",
-        ]
-        .map(String::from)
-        .into();
+        let fast: Vec<String> = testkit::sidecar::FAST_TIMINGS.map(String::from).into();
         let mut plan = if args.smoke {
             Plan {
                 mode: "smoke",
