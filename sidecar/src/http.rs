@@ -157,19 +157,17 @@ impl Api {
         r
     }
 
-    /// The answer to `GET /leader`; issues a grant when we are leader.
-    pub fn status(&self, now: Instant) -> LeaderStatus {
-        status(&self.leadership, now)
-    }
-
+    /// `GET /`: an old client acts when `name` is its own name, so we show ourselves only
+    /// while a grant stands behind it, never a stale holder.
     fn legacy(&self, now: Instant) -> LegacyLeader {
-        let s = self.status(now);
-        // An old client acts when `name` is its own name; never show ourselves as holder
-        // without a grant behind it.
-        let name = match (s.is_leader, s.holder) {
-            (true, _) => s.identity,
-            (false, Some(h)) if h == s.identity => String::new(),
-            (false, h) => h.unwrap_or_default(),
+        let name = if self.leadership.grant(now).is_some() {
+            self.leadership.identity().to_owned()
+        } else {
+            let view = self.leadership.view_ref();
+            match view.holder.as_deref() {
+                Some(h) if h != self.leadership.identity() => h.to_owned(),
+                _ => String::new(),
+            }
         };
         LegacyLeader { name }
     }
@@ -251,22 +249,6 @@ enum Route {
     Watch,
     Yield,
     Legacy,
-}
-
-/// Computes the leadership answer at `now`, issuing a grant when we are leader.
-pub fn status(leadership: &Leadership, now: Instant) -> LeaderStatus {
-    let bytes = status_json(leadership, now);
-    // Our own serialisation of the same type always parses back.
-    serde_json::from_slice(&bytes).unwrap_or_else(|_| LeaderStatus {
-        is_leader: false,
-        identity: leadership.identity().to_owned(),
-        holder: None,
-        lease: leadership.lease().to_owned(),
-        term: None,
-        valid_for_ms: 0,
-        observed_at: None,
-        renewed_at: None,
-    })
 }
 
 /// The leadership answer at `now` as JSON, issuing a grant when we are leader.

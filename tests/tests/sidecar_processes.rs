@@ -148,24 +148,33 @@ async fn exactly_one_of_three_leads_and_all_agree() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // Standbys watch instead of polling: over a few renew periods, only the leader writes.
+    // Standbys watch instead of polling: while the leader renews three times, every Lease
+    // request comes from the leader.
     if let Some(server) = cluster.in_memory() {
         let before = server.audit().len();
-        for _ in 0..3 {
-            sidecars[leader].wait_status(WAIT, |s| s.is_leader).await?;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        let lease_requests: Vec<_> = server.audit()[before..]
-            .iter()
-            .filter(|r| r.resource == "leases")
-            .map(|r| (r.user.clone(), r.verb.clone()))
-            .collect();
-        assert!(!lease_requests.is_empty());
-        for (user, verb) in &lease_requests {
-            assert_eq!(
-                user, &sidecars[leader].identity,
-                "a standby made a request: {verb}"
+        let leader_name = sidecars[leader].identity.clone();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let lease_requests = loop {
+            let requests: Vec<(String, String)> = server.audit()[before..]
+                .iter()
+                .filter(|r| r.resource == "leases")
+                .map(|r| (r.user.clone(), r.verb.clone()))
+                .collect();
+            let renews = requests
+                .iter()
+                .filter(|(u, v)| *u == leader_name && v == "update")
+                .count();
+            if renews >= 3 {
+                break requests;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the leader did not renew: {requests:?}"
             );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        for (user, verb) in &lease_requests {
+            assert_eq!(user, &leader_name, "a standby made a request: {verb}");
         }
     }
     Ok(())
@@ -216,6 +225,10 @@ async fn sigterm_releases_so_a_standby_takes_over_without_waiting_for_expiry() -
     // one_leader() read the leader's /leader, so a grant of up to 2 s is outstanding: the
     // local "controller" (this test) yields, as a real one does on SIGTERM.
     sidecars[leader].signal(libc::SIGTERM)?;
+    // Signals arrive asynchronously: yield once the sidecar has handled it.
+    sidecars[leader]
+        .wait_log("shutting down: stopped granting", WAIT)
+        .await?;
     let reply = web::request(sidecars[leader].api, "POST", "/leader/yield", b"").await?;
     assert_eq!(reply.status, 200);
     let yielded: YieldResponse = reply.json()?;
