@@ -1,7 +1,11 @@
 //! Command-line plumbing shared by every binary of the workspace: human durations, the log
 //! format switch, exit status 2 with a one-line reason for bad flags, and shutdown signals.
 
+use std::path::Path;
 use std::time::Duration;
+
+use anyhow::Context;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use clap::{Parser, ValueEnum};
 
@@ -65,6 +69,28 @@ fn program_name() -> String {
         .unwrap_or_default()
 }
 
+/// Runs a binary's async `main` on `runtime` and turns the outcome into the exit status,
+/// logging a failure (the error chain on one line).
+pub fn run_main(
+    runtime: std::io::Result<tokio::runtime::Runtime>,
+    main: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Installs the tracing subscriber (`RUST_LOG` filters, default `info`).
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -93,4 +119,28 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// The Kubernetes client configuration: the kubeconfig files in `kubeconfig` (a `KUBECONFIG`-style
+/// list, merged as kubectl does) when given, else the in-cluster service account (or
+/// `~/.kube/config`).
+pub async fn kube_config(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Config> {
+    let Some(paths) = kubeconfig else {
+        return kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration: not in a cluster, and no kubeconfig");
+    };
+    let mut merged: Option<Kubeconfig> = None;
+    for path in std::env::split_paths(paths) {
+        let kc = Kubeconfig::read_from(&path)
+            .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+        merged = Some(match merged {
+            None => kc,
+            Some(m) => m.merge(kc).context("cannot merge kubeconfig files")?,
+        });
+    }
+    let kc = merged.context("--kubeconfig is empty")?;
+    kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .context("invalid kubeconfig")
 }

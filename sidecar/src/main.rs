@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use leader_sidecar::cli;
 use leader_sidecar::config::{Args, Settings, lease_namespace};
 use leader_sidecar::elector::Elector;
@@ -25,23 +24,10 @@ fn main() -> ExitCode {
     // The elector, its Kubernetes client and the signal handling run on this thread; the HTTP
     // servers get a thread of their own (`spawn_http`), so that no amount of HTTP load can
     // delay a renew, and the whole process stays at two threads.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(settings)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+        .build();
+    cli::run_main(runtime, run(settings))
 }
 
 fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<std::net::TcpListener> {
@@ -93,27 +79,7 @@ fn spawn_http(
 }
 
 async fn kube_config(settings: &Settings) -> anyhow::Result<kube::Config> {
-    let mut config = match &settings.kubeconfig {
-        Some(paths) => {
-            // KUBECONFIG may list several files, as for kubectl.
-            let mut merged: Option<Kubeconfig> = None;
-            for path in std::env::split_paths(paths) {
-                let kc = Kubeconfig::read_from(&path)
-                    .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-                merged = Some(match merged {
-                    None => kc,
-                    Some(m) => m.merge(kc).context("cannot merge kubeconfig files")?,
-                });
-            }
-            let kc = merged.context("--kubeconfig is empty")?;
-            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                .await
-                .context("invalid kubeconfig")?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no Kubernetes configuration: not in a cluster, and no kubeconfig")?,
-    };
+    let mut config = cli::kube_config(settings.kubeconfig.as_deref()).await?;
     // Our own timeouts bound every request so that it fits in the renew deadline; kube's
     // automatic retries of 429/503/504 would stretch a renew past it.
     config.default_retry = false;

@@ -44,7 +44,7 @@ impl Default for Heartbeat {
 }
 
 impl Heartbeat {
-    fn beat(&self, now: Instant) {
+    pub fn beat(&self, now: Instant) {
         let ms = now.saturating_duration_since(self.origin).as_millis();
         self.last_ms
             .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
