@@ -1,7 +1,182 @@
-//! `newresource-controller`: reconciles `NewResource` objects while the sidecar says it leads.
-//! The controller arrives with issue #4; until then the binary only says so.
+//! `newresource-controller`: reconciles `NewResource` objects while the sidecar grants
+//! leadership; probes and metrics on their own ports.
 
-fn main() {
-    eprintln!("newresource-controller: not implemented yet (issue #4)");
-    std::process::exit(2);
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use kube::api::{Api, ListParams};
+use leader_sidecar::cli;
+use leader_sidecar::runner::Heartbeat;
+use newresource_controller::admin::{self, Probes};
+use newresource_controller::config::{Args, Command, Settings};
+use newresource_controller::crd::{NewResource, crd_yaml};
+use newresource_controller::follow::follow;
+use newresource_controller::gate::LeadershipGate;
+use newresource_controller::metrics::Metrics;
+use newresource_controller::sidecar_client::SidecarClient;
+use newresource_controller::workers::Workers;
+use tokio::net::TcpListener;
+
+/// How long the yield on shutdown may take before we exit anyway (the sidecar then releases
+/// after our last grant runs out).
+const YIELD_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the API connection is checked for `/readyz`.
+const API_CHECK_EVERY: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let args: Args = cli::parse_or_exit();
+    if let Some(Command::Crd) = args.command {
+        return match crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("newresource-controller: cannot render the CRD: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let settings = args.validate().unwrap_or_else(|e| cli::exit_usage(&e));
+    cli::init_tracing(settings.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    cli::run_main(runtime, run(settings))
+}
+
+async fn bind(addr: Option<SocketAddr>, flag: &str) -> anyhow::Result<Option<TcpListener>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({flag})"))?;
+    Ok(Some(listener))
+}
+
+fn local_addr(listener: &Option<TcpListener>) -> String {
+    listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or_else(|| "disabled".to_owned(), |a| a.to_string())
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let config = cli::kube_config(settings.kubeconfig.as_deref()).await?;
+    let client = kube::Client::try_from(config).context("cannot build the Kubernetes client")?;
+    let metrics_listener = bind(settings.metrics_bind_address, "--metrics-bind-address").await?;
+    let health_listener = bind(
+        settings.health_probe_bind_address,
+        "--health-probe-bind-address",
+    )
+    .await?;
+    tracing::info!(
+        leader_url = settings.leader_url.as_deref().unwrap_or("none (--leader-elect=false)"),
+        namespace = settings.namespace.as_deref().unwrap_or("all"),
+        metrics = %local_addr(&metrics_listener),
+        health = %local_addr(&health_listener),
+        "newresource-controller starting"
+    );
+
+    let metrics = Metrics::new();
+    let heartbeat = Arc::new(Heartbeat::default());
+    let (gate, sidecar) = match &settings.leader_url {
+        Some(url) => {
+            let sidecar = SidecarClient::new(url).map_err(anyhow::Error::msg)?;
+            let (publisher, gate) = LeadershipGate::new();
+            tokio::spawn(follow(
+                sidecar.clone(),
+                settings.leader_poll_interval,
+                publisher,
+                heartbeat.clone(),
+            ));
+            (gate, Some(sidecar))
+        }
+        None => (LeadershipGate::always_open(), None),
+    };
+    let api: Api<NewResource> = match &settings.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let api_ok = Arc::new(AtomicBool::new(false));
+    tokio::spawn(check_api(api, api_ok.clone()));
+
+    let probes = Probes {
+        gate: gate.clone(),
+        needs_sidecar: sidecar.is_some(),
+        api_ok,
+        heartbeat: sidecar.as_ref().map(|_| heartbeat),
+        wedged_after: (settings.leader_poll_interval * 10).max(Duration::from_secs(10)),
+    };
+    if let Some(listener) = health_listener {
+        tokio::spawn(leader_sidecar::http::serve(
+            listener,
+            admin::MAX_CONNECTIONS,
+            None,
+            move |req| probes.clone().handle(req),
+        ));
+    }
+    if let Some(listener) = metrics_listener {
+        let metrics = metrics.clone();
+        tokio::spawn(leader_sidecar::http::serve(
+            listener,
+            admin::MAX_CONNECTIONS,
+            None,
+            move |req| admin::handle_metrics(metrics.clone(), req),
+        ));
+    }
+
+    let workers = Workers {
+        client,
+        namespace: settings.namespace.clone(),
+        concurrency: settings.max_concurrent_reconciles,
+        gate,
+        metrics,
+    };
+    workers.run(cli::shutdown_signal()).await;
+
+    // Workers have stopped: let the sidecar hand over now rather than when our grant runs out.
+    if let Some(sidecar) = sidecar {
+        match tokio::time::timeout(YIELD_TIMEOUT, sidecar.yield_leadership()).await {
+            Ok(Ok(answer)) => tracing::info!(
+                was_leader = answer.was_leader,
+                backoff_ms = answer.backoff_ms,
+                "yielded leadership"
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not yield leadership"),
+            Err(_) => tracing::warn!("could not yield leadership: the sidecar did not answer"),
+        }
+    }
+    tracing::info!("newresource-controller stopped");
+    Ok(())
+}
+
+/// Keeps `api_ok` current for `/readyz`: a one-item list of NewResources, which needs the
+/// same permission the workers need first.
+async fn check_api(api: Api<NewResource>, ok: Arc<AtomicBool>) {
+    let mut was: Option<bool> = None;
+    loop {
+        let result = tokio::time::timeout(
+            API_CHECK_EVERY,
+            api.list_metadata(&ListParams::default().limit(1)),
+        )
+        .await;
+        let now_ok = matches!(result, Ok(Ok(_)));
+        ok.store(now_ok, Ordering::Relaxed);
+        if was != Some(now_ok) {
+            match result {
+                Ok(Ok(_)) => tracing::info!("connected to the Kubernetes API"),
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot list newresources"),
+                Err(_) => {
+                    tracing::error!("the Kubernetes API did not answer a list of newresources")
+                }
+            }
+            was = Some(now_ok);
+        }
+        tokio::time::sleep(API_CHECK_EVERY).await;
+    }
 }

@@ -1,0 +1,200 @@
+//! Prometheus metrics of the controller, measured around `reconcile` (as kube-rs'
+//! controller-rs does) and around the active windows.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::time::Instant;
+
+use crate::CONTROLLER_NAME;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabel {
+    controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    controller: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    controller: String,
+    error_type: String,
+}
+
+/// How one reconcile ended, for `controller_reconcile_total{result}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Error,
+    NotFound,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Error => "error",
+            Outcome::NotFound => "not_found",
+        }
+    }
+}
+
+/// Cheap to clone; all clones update the same registry.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    reconciles: Family<ResultLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    duration: Family<ControllerLabel, Histogram>,
+    leader: Family<ControllerLabel, Gauge>,
+    windows: Family<ControllerLabel, Counter>,
+}
+
+fn label() -> ControllerLabel {
+    ControllerLabel {
+        controller: CONTROLLER_NAME.to_owned(),
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "controller_reconcile",
+            "Reconciles by result (success, error, not_found)",
+            reconciles.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "controller_reconcile_errors",
+            "Failed reconciles by error type",
+            errors.clone(),
+        );
+        let duration = Family::<ControllerLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "controller_reconcile_duration_seconds",
+            "Duration of reconciles, successful or not",
+            duration.clone(),
+        );
+        let leader = Family::<ControllerLabel, Gauge>::default();
+        registry.register(
+            "controller_leader",
+            "1 while this controller's workers run under a grant from the sidecar, else 0",
+            leader.clone(),
+        );
+        let windows = Family::<ControllerLabel, Counter>::default();
+        registry.register(
+            "controller_active_windows",
+            "Active windows started (times this controller became the active one)",
+            windows.clone(),
+        );
+        let m = Self {
+            inner: Arc::new(Inner {
+                registry,
+                reconciles,
+                errors,
+                duration,
+                leader,
+                windows,
+            }),
+        };
+        // Export the series at zero from the start, so dashboards and alerts see them.
+        m.set_leader(false);
+        let _ = m.inner.windows.get_or_create(&label());
+        let _ = m.inner.duration.get_or_create(&label());
+        for outcome in [Outcome::Success, Outcome::Error, Outcome::NotFound] {
+            let _ = m.inner.reconciles.get_or_create(&ResultLabels {
+                controller: CONTROLLER_NAME.to_owned(),
+                result: outcome.as_str().to_owned(),
+            });
+        }
+        m
+    }
+
+    /// Records one reconcile that started at `started`.
+    pub fn reconciled(&self, started: Instant, outcome: Outcome, error_type: Option<&str>) {
+        self.inner
+            .duration
+            .get_or_create(&label())
+            .observe(started.elapsed().as_secs_f64());
+        self.inner
+            .reconciles
+            .get_or_create(&ResultLabels {
+                controller: CONTROLLER_NAME.to_owned(),
+                result: outcome.as_str().to_owned(),
+            })
+            .inc();
+        if let Some(error_type) = error_type {
+            self.inner
+                .errors
+                .get_or_create(&ErrorLabels {
+                    controller: CONTROLLER_NAME.to_owned(),
+                    error_type: error_type.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn set_leader(&self, active: bool) {
+        self.inner
+            .leader
+            .get_or_create(&label())
+            .set(i64::from(active));
+        if active {
+            self.inner.windows.get_or_create(&label()).inc();
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_the_contracted_names() {
+        let m = Metrics::new();
+        m.reconciled(Instant::now(), Outcome::Error, Some("conflict"));
+        m.set_leader(true);
+        let text = m.encode();
+        for needle in [
+            r#"controller_reconcile_total{controller="newresource",result="error"} 1"#,
+            r#"controller_reconcile_total{controller="newresource",result="success"} 0"#,
+            r#"controller_reconcile_errors_total{controller="newresource",error_type="conflict"} 1"#,
+            r#"controller_reconcile_duration_seconds_count{controller="newresource"} 1"#,
+            r#"controller_leader{controller="newresource"} 1"#,
+            r#"controller_active_windows_total{controller="newresource"} 1"#,
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+    }
+}
