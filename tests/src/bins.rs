@@ -6,23 +6,34 @@
 use std::path::PathBuf;
 
 /// The path of workspace binary `name`: `$<NAME>_BIN` (upper case, `-` as `_`) if set, else
-/// the binary in this build's target directory.
+/// the binary in this build's target directory. Panics when it is missing (for tests).
 pub fn binary(name: &str) -> PathBuf {
+    try_binary(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like [`binary`], with an error instead of a panic (for the demo and the bench, whose release
+/// builds abort on panic).
+pub fn try_binary(name: &str) -> anyhow::Result<PathBuf> {
     let var = format!("{}_BIN", name.to_uppercase().replace('-', "_"));
     if let Some(p) = std::env::var_os(&var) {
-        return PathBuf::from(p);
+        return Ok(PathBuf::from(p));
     }
-    let exe = std::env::current_exe().unwrap_or_default();
+    let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test> or target/<profile>/<bin>
     let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
     if dir.ends_with("deps") {
         dir.pop();
     }
     let path = dir.join(name);
-    assert!(
+    let profile = if dir.ends_with("release") {
+        " --release"
+    } else {
+        ""
+    };
+    anyhow::ensure!(
         path.exists(),
-        "{} not found; build it first (cargo build --workspace --bins) or set {var}",
+        "{} not found; build it first (cargo build{profile} -p {name}) or set {var}",
         path.display()
     );
-    path
+    Ok(path)
 }

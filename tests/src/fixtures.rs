@@ -1,50 +1,18 @@
-//! Objects tests create: the NewResource CRD (as the controller will define it, issue #4)
-//! and helpers to address its custom resources dynamically.
+//! Objects tests create: the NewResource CRD (the generated file in `deploy/`, the same one users
+//! apply) and helpers to address its custom resources dynamically.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use kube::core::{ApiResource, GroupVersionKind, ObjectMeta};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-/// The `newresources.apps.newresource.com` CRD: namespaced, `v1alpha1`, status subresource,
-/// `spec.foo: string`, `status.ready: bool`, `status.observedGeneration`.
+/// The CRD exactly as `deploy/base/crd.yaml` holds it (generated from the controller's Rust
+/// type; `controller/tests/crd.rs` fails if the file is stale).
+pub const NEWRESOURCE_CRD_YAML: &str = include_str!("../../deploy/base/crd.yaml");
+
+/// The `newresources.apps.newresource.com` CRD as JSON.
 pub fn newresource_crd() -> Value {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "newresources.apps.newresource.com"},
-        "spec": {
-            "group": "apps.newresource.com",
-            "names": {
-                "kind": "NewResource",
-                "plural": "newresources",
-                "singular": "newresource",
-                "shortNames": ["nr"],
-                "categories": ["all"]
-            },
-            "scope": "Namespaced",
-            "versions": [{
-                "name": "v1alpha1",
-                "served": true,
-                "storage": true,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": [
-                    {"name": "Foo", "type": "string", "jsonPath": ".spec.foo"},
-                    {"name": "Ready", "type": "boolean", "jsonPath": ".status.ready"},
-                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
-                ],
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "properties": {
-                        "spec": {"type": "object", "properties": {"foo": {"type": "string"}}},
-                        "status": {"type": "object", "properties": {
-                            "ready": {"type": "boolean"},
-                            "observedGeneration": {"type": "integer", "format": "int64"}
-                        }}
-                    }
-                }}
-            }]
-        }
-    })
+    serde_yaml::from_str(NEWRESOURCE_CRD_YAML)
+        .unwrap_or_else(|e| panic!("deploy/base/crd.yaml is not valid YAML: {e}"))
 }
 
 /// The dynamic API resource for NewResource objects.

@@ -3,15 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use leader_sidecar::contract::LeaderStatus;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::watch;
+use tokio::process::Command;
 
+pub use crate::process::{LoggedChild, message, timestamp};
 use crate::web;
 
 /// Short election timings (3 s lease, 2 s renew deadline, 500 ms retry period) for suites and
@@ -34,6 +31,8 @@ pub struct SidecarSpec {
     pub identity: String,
     /// Further flags, e.g. timings.
     pub args: Vec<String>,
+    /// The leader API address [default: `127.0.0.1:0`]; a restarted sidecar reuses its port.
+    pub listen: Option<SocketAddr>,
 }
 
 impl SidecarSpec {
@@ -44,6 +43,7 @@ impl SidecarSpec {
             lease: lease.to_owned(),
             identity: identity.to_owned(),
             args: Vec::new(),
+            listen: None,
         }
     }
 
@@ -54,23 +54,40 @@ impl SidecarSpec {
     }
 }
 
-/// A running sidecar; killed on drop.
+/// A running sidecar; killed on drop. The process methods (`signal`, `logs`, `wait_log`, ...)
+/// come from [`LoggedChild`].
 pub struct Sidecar {
-    child: Child,
+    process: LoggedChild,
     pub identity: String,
     /// The leader API address.
     pub api: SocketAddr,
     /// The admin (probes, metrics) address.
     pub admin: SocketAddr,
-    logs: Arc<Mutex<Vec<serde_json::Value>>>,
-    log_count: watch::Receiver<usize>,
+}
+
+impl std::ops::Deref for Sidecar {
+    type Target = LoggedChild;
+    fn deref(&self) -> &LoggedChild {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Sidecar {
+    fn deref_mut(&mut self) -> &mut LoggedChild {
+        &mut self.process
+    }
 }
 
 impl Sidecar {
     /// Starts the binary and waits for its startup line (which names the bound ports).
     pub async fn spawn(spec: SidecarSpec) -> anyhow::Result<Self> {
         let bin = crate::bins::binary("leader-sidecar");
-        let mut child = Command::new(&bin)
+        let listen = spec
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+            .to_string();
+        let mut command = Command::new(&bin);
+        command
             .arg("--kubeconfig")
             .arg(&spec.kubeconfig)
             .args([
@@ -82,7 +99,7 @@ impl Sidecar {
             .args(["--identity", &spec.identity])
             .args([
                 "--listen",
-                "127.0.0.1:0",
+                &listen,
                 "--admin-listen",
                 "127.0.0.1:0",
                 "--log-format",
@@ -90,61 +107,17 @@ impl Sidecar {
             ])
             .args(&spec.args)
             .env_remove("POD_NAME")
-            .env_remove("POD_NAMESPACE")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (count_tx, log_count) = watch::channel(0usize);
-        let sink = logs.clone();
-        let who = spec.identity.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|_| serde_json::json!({ "raw": line }));
-                if std::env::var_os("E2E_SHOW_LOGS").is_some() {
-                    eprintln!("[{who}] {line}");
-                }
-                let n = {
-                    let mut l = sink.lock().unwrap_or_else(|p| p.into_inner());
-                    l.push(value);
-                    l.len()
-                };
-                let _ = count_tx.send(n);
-            }
-        });
-        let mut sidecar = Self {
-            child,
-            identity: spec.identity,
-            api: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
-            logs,
-            log_count,
-        };
-        let start = sidecar
-            .wait_log("leader-sidecar starting", Duration::from_secs(30))
+            .env_remove("POD_NAMESPACE");
+        let process = LoggedChild::spawn(&spec.identity, command)?;
+        let [api, admin] = process
+            .wait_addresses("leader-sidecar starting", ["listen", "admin"])
             .await?;
-        let field = |name: &str| -> anyhow::Result<SocketAddr> {
-            let v = start["fields"][name]
-                .as_str()
-                .ok_or_else(|| anyhow::anyhow!("no {name} in {start}"))?;
-            Ok(v.parse()?)
-        };
-        sidecar.api = field("listen")?;
-        sidecar.admin = field("admin")?;
-        Ok(sidecar)
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        Ok(Self {
+            api,
+            admin,
+            identity: spec.identity,
+            process,
+        })
     }
 
     /// `GET /leader`.
@@ -176,79 +149,9 @@ impl Sidecar {
         }
     }
 
-    /// Sends a signal (`libc::SIGTERM`, `SIGKILL`, `SIGSTOP`, `SIGCONT`).
-    pub fn signal(&self, signal: i32) -> anyhow::Result<()> {
-        let pid = self
-            .child
-            .id()
-            .ok_or_else(|| anyhow::anyhow!("{} already exited", self.identity))?;
-        let pid = i32::try_from(pid)?;
-        // SAFETY: kill(2) has no memory effects; the pid is our own child's.
-        let rc = unsafe { libc::kill(pid, signal) };
-        anyhow::ensure!(
-            rc == 0,
-            "kill({pid}, {signal}) failed: {}",
-            std::io::Error::last_os_error()
-        );
-        Ok(())
-    }
-
-    /// Waits for the process to exit.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
-        Ok(tokio::time::timeout(timeout, self.child.wait()).await??)
-    }
-
-    /// Every log line so far, parsed.
-    pub fn logs(&self) -> Vec<serde_json::Value> {
-        self.logs.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Log lines whose message contains `needle`.
-    pub fn logs_with(&self, needle: &str) -> Vec<serde_json::Value> {
-        self.logs()
-            .into_iter()
-            .filter(|l| message(l).contains(needle))
-            .collect()
-    }
-
-    /// Waits for a log line whose message contains `needle` and returns it.
-    pub async fn wait_log(
-        &self,
-        needle: &str,
-        timeout: Duration,
-    ) -> anyhow::Result<serde_json::Value> {
-        let mut count = self.log_count.clone();
-        let wait = async {
-            loop {
-                if let Some(l) = self.logs_with(needle).into_iter().next() {
-                    return Ok(l);
-                }
-                if count.changed().await.is_err() {
-                    anyhow::bail!("{} exited without logging {needle:?}", self.identity);
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.map_err(|_| {
-            anyhow::anyhow!("{}: no log {needle:?} within {timeout:?}", self.identity)
-        })?
-    }
-
     /// `/metrics` text.
     pub async fn metrics(&self) -> anyhow::Result<String> {
         let reply = web::get(self.admin, "/metrics").await?;
         Ok(String::from_utf8(reply.body)?)
     }
-}
-
-/// The `message` of a JSON log line.
-pub fn message(line: &serde_json::Value) -> &str {
-    line["fields"]["message"]
-        .as_str()
-        .or_else(|| line["raw"].as_str())
-        .unwrap_or_default()
-}
-
-/// The timestamp of a JSON log line (this host's wall clock, shared by all local processes).
-pub fn timestamp(line: &serde_json::Value) -> Option<jiff::Timestamp> {
-    line["timestamp"].as_str()?.parse().ok()
 }

@@ -207,23 +207,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// `testkit::bins::binary` asserts that the binary exists; turn that into an error.
-fn sidecar_binary() -> anyhow::Result<PathBuf> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let found = std::panic::catch_unwind(|| testkit::bins::binary("leader-sidecar"));
-    std::panic::set_hook(hook);
-    found.map_err(|p| {
-        let msg = p
-            .downcast_ref::<String>()
-            .cloned()
-            .unwrap_or_else(|| "leader-sidecar not found".to_owned());
-        anyhow::anyhow!("{msg}")
-    })
-}
-
 async fn run(args: Args) -> anyhow::Result<()> {
-    let bin = sidecar_binary()?;
+    let bin = testkit::bins::try_binary("leader-sidecar")?;
     let plan = Plan::of(&args);
     let info = report::RunInfo::collect(plan.mode);
     eprintln!("bench ({} mode), sidecar {}", plan.mode, bin.display());
