@@ -1,4 +1,5 @@
-//! Paths of the workspace's binaries for end-to-end tests.
+//! Paths of the workspace's binaries for end-to-end tests, and the entry point of this
+//! package's own tools.
 //!
 //! `cargo test --workspace` builds every binary of a package that has integration tests
 //! before any test runs; they land next to the test executables' `deps/` directory.
@@ -36,4 +37,27 @@ pub fn try_binary(name: &str) -> anyhow::Result<PathBuf> {
         path.display()
     );
     Ok(path)
+}
+
+/// Runs the async `main` of one of this package's tools (the demo, the bench) on a
+/// multi-threaded runtime; an error is printed as one line, `<name>: <error chain>`, with
+/// exit status 1.
+pub fn run_tool(
+    name: &str,
+    main: impl std::future::Future<Output = anyhow::Result<std::process::ExitCode>>,
+) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(main).unwrap_or_else(|e| {
+        eprintln!("{name}: {e:#}");
+        std::process::ExitCode::FAILURE
+    })
 }

@@ -188,23 +188,9 @@ struct Bench {
 
 fn main() -> ExitCode {
     let args: Args = cli::parse_or_exit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bench: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    testkit::bins::run_tool("bench", async {
+        run(args).await.map(|()| ExitCode::SUCCESS)
+    })
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

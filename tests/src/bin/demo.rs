@@ -162,23 +162,7 @@ impl Timings {
 
 fn main() -> ExitCode {
     let args: Args = cli::parse_or_exit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("demo: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("demo: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    testkit::bins::run_tool("demo", run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
