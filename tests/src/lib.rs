@@ -6,6 +6,7 @@ pub mod controller;
 pub mod fixtures;
 pub mod kubectl;
 pub mod manifests;
+pub mod newresources;
 pub mod outcome;
 pub mod pod;
 pub mod process;

@@ -8,29 +8,18 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use newresource_controller::crd::{NewResource, NewResourceSpec};
+use kube::api::{Api, Patch, PatchParams};
+use newresource_controller::crd::NewResource;
 use testkit::apiserver::audit::AuditRecord;
 use testkit::cluster::TestCluster;
 use testkit::controller::{
     ActiveWindow, ControllerProcess, ControllerSpec, WINDOW_ENDED, WINDOW_STARTED, check_no_overlap,
 };
+use testkit::newresources;
 use testkit::pod::{Pod, PodSpec};
 use testkit::sidecar::{FAST_TIMINGS, SidecarSpec};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Installs the CRD (already there on a real cluster is fine).
-async fn install_crd(cluster: &TestCluster) -> anyhow::Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
-    let crd = serde_json::from_value(testkit::fixtures::newresource_crd())?;
-    match crds.create(&PostParams::default(), &crd).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
 
 /// Starts pods whose sidecars compete for `lease` and whose controllers watch only this test's
 /// namespace. Each process gets its own API user (`<pod>-sidecar`, `<pod>-controller`).
@@ -74,47 +63,14 @@ async fn nth_window_started(pods: &[&Pod], n: &[usize]) -> anyhow::Result<usize>
 }
 
 async fn create_objects(api: &Api<NewResource>, prefix: &str, n: usize) -> anyhow::Result<()> {
-    for i in 0..n {
-        let obj = NewResource::new(
-            &format!("{prefix}-{i:02}"),
-            NewResourceSpec {
-                foo: format!("value {i}"),
-            },
-        );
-        api.create(&PostParams::default(), &obj).await?;
-    }
-    Ok(())
+    newresources::create(api, &newresources::names(prefix, 0..n)).await
 }
 
-/// Waits until every object named `<prefix>-*` is ready for its current generation.
+/// Waits until every object `<prefix>-00..` is ready for its current generation.
 async fn wait_ready(api: &Api<NewResource>, prefix: &str, n: usize) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let list = api.list(&ListParams::default()).await?;
-        let ready = list
-            .items
-            .iter()
-            .filter(|o| {
-                o.metadata
-                    .name
-                    .as_deref()
-                    .is_some_and(|x| x.starts_with(prefix))
-            })
-            .filter(|o| {
-                o.status
-                    .as_ref()
-                    .is_some_and(|s| s.ready && s.observed_generation == o.metadata.generation)
-            })
-            .count();
-        if ready == n {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{ready} of {n} {prefix}-* objects ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    newresources::wait_ready(api, &newresources::names(prefix, 0..n), WAIT)
+        .await
+        .map(drop)
 }
 
 /// Successful status writes to NewResources, per API user.
@@ -184,7 +140,7 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 #[tokio::test]
 async fn only_the_leader_reconciles_and_a_killed_leader_fails_over() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
-    install_crd(&cluster).await?;
+    newresources::install_crd(&cluster.client()).await?;
     let mut pods = start_pods(&cluster, "nr", &["pod-a", "pod-b"], &FAST_TIMINGS).await?;
     let leader = nth_window_started(&[&pods[0], &pods[1]], &[1, 1]).await?;
     let standby = 1 - leader;
@@ -297,7 +253,7 @@ async fn only_the_leader_reconciles_and_a_killed_leader_fails_over() -> anyhow::
 #[tokio::test]
 async fn sigterm_hands_over_through_the_yield() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
-    install_crd(&cluster).await?;
+    newresources::install_crd(&cluster.client()).await?;
     // A 60 s lease: a takeover within the wait below can only come from the release.
     let long_lease = [
         "--lease-duration",
@@ -353,7 +309,7 @@ async fn sigterm_hands_over_through_the_yield() -> anyhow::Result<()> {
 async fn without_leader_election_it_reconciles_alone_and_writes_only_changes() -> anyhow::Result<()>
 {
     let cluster = TestCluster::start().await?;
-    install_crd(&cluster).await?;
+    newresources::install_crd(&cluster.client()).await?;
     let (kubeconfig, _) = cluster.client_kubeconfig("solo-controller")?;
     let controller = ControllerProcess::spawn(
         ControllerSpec::new("solo", &kubeconfig, None).args(["--namespace", cluster.namespace()]),
@@ -390,7 +346,7 @@ async fn without_leader_election_it_reconciles_alone_and_writes_only_changes() -
 #[tokio::test]
 async fn a_controller_without_its_sidecar_is_not_ready_and_never_active() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
-    install_crd(&cluster).await?;
+    newresources::install_crd(&cluster.client()).await?;
     let (kubeconfig, _) = cluster.client_kubeconfig("orphan-controller")?;
     // A port nobody listens on: bound and released by the OS for us.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use newresource_controller::crd::{NewResource, NewResourceSpec, NewResourceStatus};
 use newresource_controller::gate::LeadershipGate;
@@ -19,13 +18,7 @@ struct Fixture {
 
 async fn fixture() -> anyhow::Result<Fixture> {
     let cluster = TestCluster::start().await?;
-    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
-    let crd = serde_json::from_value(testkit::fixtures::newresource_crd())?;
-    match crds.create(&PostParams::default(), &crd).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => return Err(e.into()),
-    }
+    testkit::newresources::install_crd(&cluster.client()).await?;
     let api = Api::namespaced(cluster.client(), cluster.namespace());
     Ok(Fixture { cluster, api })
 }

@@ -53,6 +53,7 @@ use testkit::apiserver::{ApiServer, Config};
 use testkit::cli;
 use testkit::cluster::TempDir;
 use testkit::controller::{WINDOW_STARTED, check_no_overlap};
+use testkit::newresources;
 use testkit::pod::{Pod, PodSpec};
 use testkit::process::timestamp;
 use testkit::sidecar::{FAST_TIMINGS, Sidecar, SidecarSpec};
@@ -474,10 +475,10 @@ async fn scenario(args: &Args, narrator: Narrator, timings: &Timings) -> anyhow:
         .await
         .context("cannot create namespace demo")?;
     let objects: Api<NewResource> = Api::namespaced(admin.clone(), OBJECTS_NAMESPACE);
-    let first = objects::names(1..=10);
+    let first = newresources::names("nr", 1..=10);
     let started = tokio::time::Instant::now();
-    objects::create(&objects, &first).await?;
-    objects::wait_ready(&objects, &first, WAIT).await?;
+    newresources::create(&objects, &first).await?;
+    newresources::wait_ready(&objects, &first, WAIT).await?;
     n.step(
         5,
         format!(
@@ -503,9 +504,9 @@ async fn scenario(args: &Args, narrator: Narrator, timings: &Timings) -> anyhow:
             timings.lease.as_secs()
         ),
     );
-    let during = objects::names(11..=15);
+    let during = newresources::names("nr", 11..=15);
     let created = tokio::time::Instant::now();
-    objects::create(&objects, &during).await?;
+    newresources::create(&objects, &during).await?;
     n.note(format!(
         "created {} during the failover",
         objects::range_label(&during)
@@ -519,7 +520,7 @@ async fn scenario(args: &Args, narrator: Narrator, timings: &Timings) -> anyhow:
         term_text(term.and_then(|t| i32::try_from(t).ok())),
         secs(failover_ms)
     ));
-    objects::wait_ready(&objects, &during, WAIT).await?;
+    newresources::wait_ready(&objects, &during, WAIT).await?;
     n.note(format!(
         "{} ready, {:.2} s after they were created",
         objects::range_label(&during),
@@ -602,10 +603,10 @@ async fn scenario(args: &Args, narrator: Narrator, timings: &Timings) -> anyhow:
             ));
         }
     }
-    let after = objects::names(16..=18);
+    let after = newresources::names("nr", 16..=18);
     let created = tokio::time::Instant::now();
-    objects::create(&objects, &after).await?;
-    objects::wait_ready(&objects, &after, WAIT).await?;
+    newresources::create(&objects, &after).await?;
+    newresources::wait_ready(&objects, &after, WAIT).await?;
     n.note(format!(
         "created {}: ready after {:.2} s",
         objects::range_label(&after),
