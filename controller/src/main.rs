@@ -16,7 +16,7 @@ use newresource_controller::config::{Args, Command, Settings};
 use newresource_controller::crd::{NewResource, crd_yaml};
 use newresource_controller::follow::follow;
 use newresource_controller::gate::LeadershipGate;
-use newresource_controller::metrics::Metrics;
+use newresource_controller::metrics::{Metrics, api_error_code};
 use newresource_controller::sidecar_client::SidecarClient;
 use newresource_controller::workers::Workers;
 use tokio::net::TcpListener;
@@ -103,7 +103,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         None => Api::all(client.clone()),
     };
     let api_ok = Arc::new(AtomicBool::new(false));
-    tokio::spawn(check_api(api, api_ok.clone()));
+    tokio::spawn(check_api(api, api_ok.clone(), metrics.clone()));
 
     let probes = Probes {
         gate: gate.clone(),
@@ -156,26 +156,46 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// Keeps `api_ok` current for `/readyz`: a one-item list of NewResources, which needs the
-/// same permission the workers need first.
-async fn check_api(api: Api<NewResource>, ok: Arc<AtomicBool>) {
-    let mut was: Option<bool> = None;
+/// same permission the workers need first. Every failure counts in
+/// `controller_api_errors_total{resource="newresources",verb="list"}`; the log says when the
+/// outcome changes (connected, or a failure with a different code), not at every check.
+async fn check_api(api: Api<NewResource>, ok: Arc<AtomicBool>, metrics: Metrics) {
+    let mut was: Option<String> = None;
     loop {
         let result = tokio::time::timeout(
             API_CHECK_EVERY,
             api.list_metadata(&ListParams::default().limit(1)),
         )
         .await;
-        let now_ok = matches!(result, Ok(Ok(_)));
-        ok.store(now_ok, Ordering::Relaxed);
-        if was != Some(now_ok) {
+        let code = match &result {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(api_error_code(e)),
+            Err(_) => Some("timeout".to_owned()),
+        };
+        ok.store(code.is_none(), Ordering::Relaxed);
+        if let Some(code) = &code {
+            metrics.api_error("newresources", "list", code);
+        }
+        let state = code.clone().unwrap_or_else(|| "ok".to_owned());
+        if was.as_deref() != Some(state.as_str()) {
+            let code = code.as_deref().unwrap_or("");
             match result {
                 Ok(Ok(_)) => tracing::info!("connected to the Kubernetes API"),
-                Ok(Err(e)) => tracing::error!(error = %e, "cannot list newresources"),
-                Err(_) => {
-                    tracing::error!("the Kubernetes API did not answer a list of newresources")
-                }
+                Ok(Err(e)) => tracing::error!(
+                    resource = "newresources",
+                    verb = "list",
+                    code,
+                    error = %e,
+                    "cannot list newresources"
+                ),
+                Err(_) => tracing::error!(
+                    resource = "newresources",
+                    verb = "list",
+                    code,
+                    "the Kubernetes API did not answer a list of newresources"
+                ),
             }
-            was = Some(now_ok);
+            was = Some(state);
         }
         tokio::time::sleep(API_CHECK_EVERY).await;
     }

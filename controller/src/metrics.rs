@@ -30,6 +30,24 @@ struct ErrorLabels {
     error_type: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiErrorLabels {
+    controller: String,
+    resource: String,
+    verb: String,
+    code: String,
+}
+
+/// The `code` label of a failed Kubernetes request: the HTTP status of an API error, else
+/// `timeout` or `transport`.
+pub fn api_error_code(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => status.code.to_string(),
+        other if leader_sidecar::lease_api::is_timeout(other) => "timeout".to_owned(),
+        _ => "transport".to_owned(),
+    }
+}
+
 /// How one reconcile ended, for `controller_reconcile_total{result}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -61,6 +79,7 @@ struct Inner {
     duration: Family<ControllerLabel, Histogram>,
     leader: Family<ControllerLabel, Gauge>,
     windows: Family<ControllerLabel, Counter>,
+    api_errors: Family<ApiErrorLabels, Counter>,
 }
 
 fn label() -> ControllerLabel {
@@ -110,6 +129,12 @@ impl Metrics {
             "Active windows started (times this controller became the active one)",
             windows.clone(),
         );
+        let api_errors = Family::<ApiErrorLabels, Counter>::default();
+        registry.register(
+            "controller_api_errors",
+            "Failed Kubernetes API requests by resource, verb and code (HTTP status, timeout or transport)",
+            api_errors.clone(),
+        );
         let m = Self {
             inner: Arc::new(Inner {
                 registry,
@@ -118,6 +143,7 @@ impl Metrics {
                 duration,
                 leader,
                 windows,
+                api_errors,
             }),
         };
         // Export the series at zero from the start, so dashboards and alerts see them.
@@ -155,6 +181,19 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// Counts one failed Kubernetes request; `code` as from [`api_error_code`].
+    pub fn api_error(&self, resource: &str, verb: &str, code: &str) {
+        self.inner
+            .api_errors
+            .get_or_create(&ApiErrorLabels {
+                controller: CONTROLLER_NAME.to_owned(),
+                resource: resource.to_owned(),
+                verb: verb.to_owned(),
+                code: code.to_owned(),
+            })
+            .inc();
     }
 
     pub fn set_leader(&self, active: bool) {
@@ -196,5 +235,58 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn counts_failed_api_requests_by_resource_verb_and_code() {
+        let m = Metrics::new();
+        assert!(
+            !m.encode().contains("controller_api_errors_total{"),
+            "no series before a failure"
+        );
+        m.api_error("newresources", "list", "403");
+        m.api_error("newresources", "list", "403");
+        m.api_error("newresources", "watch", "transport");
+        m.api_error("newresources/status", "update", "403");
+        m.api_error("newresources/status", "update", "timeout");
+        let text = m.encode();
+        for needle in [
+            "# TYPE controller_api_errors counter",
+            r#"controller_api_errors_total{controller="newresource",resource="newresources",verb="list",code="403"} 2"#,
+            r#"controller_api_errors_total{controller="newresource",resource="newresources",verb="watch",code="transport"} 1"#,
+            r#"controller_api_errors_total{controller="newresource",resource="newresources/status",verb="update",code="403"} 1"#,
+            r#"controller_api_errors_total{controller="newresource",resource="newresources/status",verb="update",code="timeout"} 1"#,
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn api_error_codes() {
+        let forbidden = kube::Error::Api(
+            kube::core::Status::failure(
+                r#"newresources.apps.newresource.com is forbidden: User "system:serviceaccount:ns:sa" cannot list resource "newresources""#,
+                "Forbidden",
+            )
+            .with_code(403)
+            .boxed(),
+        );
+        assert_eq!(api_error_code(&forbidden), "403");
+        assert!(
+            forbidden
+                .to_string()
+                .contains(r#"cannot list resource "newresources""#),
+            "the log line carries the server's message: {forbidden}"
+        );
+        let timed_out = kube::Error::ReadEvents(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "read timed out",
+        ));
+        assert_eq!(api_error_code(&timed_out), "timeout");
+        let reset = kube::Error::ReadEvents(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset",
+        ));
+        assert_eq!(api_error_code(&reset), "transport");
     }
 }

@@ -13,7 +13,12 @@ use tokio::time::Instant;
 
 use crate::crd::{NewResource, NewResourceStatus};
 use crate::gate::LeadershipGate;
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::{Metrics, Outcome, api_error_code};
+
+/// The `resource` label of status writes in `controller_api_errors_total`. A 404 (the object
+/// is gone: success) and a 409 (a conflict, retried; `controller_reconcile_errors_total`
+/// counts it as `conflict`) are expected answers and not counted there.
+const STATUS_RESOURCE: &str = "newresources/status";
 
 /// Why a reconcile failed; each is retried with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +112,7 @@ pub fn error_policy(obj: Arc<NewResource>, error: &Error, ctx: Arc<Context>) -> 
     let delay = ctx.backoff.next(&ObjectRef::from_obj(&*obj));
     tracing::warn!(
         object = %ObjectRef::from_obj(&*obj),
+        error_type = error.error_type(),
         error = %error,
         retry_in_ms = delay.as_millis() as u64,
         "reconcile failed"
@@ -156,12 +162,20 @@ async fn apply_status(obj: &NewResource, ctx: &Context) -> Result<Written, Error
         Some(Err(kube::Error::Api(status))) => match status.code {
             404 => Ok(Written::Gone),
             409 => Err(Error::Conflict(status.message)),
-            code => Err(Error::Api {
-                code,
-                message: status.message,
-            }),
+            code => {
+                ctx.metrics
+                    .api_error(STATUS_RESOURCE, "update", &code.to_string());
+                Err(Error::Api {
+                    code,
+                    message: status.message,
+                })
+            }
         },
-        Some(Err(e)) => Err(Error::Request(e.to_string())),
+        Some(Err(e)) => {
+            ctx.metrics
+                .api_error(STATUS_RESOURCE, "update", &api_error_code(&e));
+            Err(Error::Request(e.to_string()))
+        }
     }
 }
 
@@ -267,6 +281,24 @@ mod tests {
             None
         );
         assert_eq!(Instant::now() - start, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_forbidden_status_write_is_its_own_error_type() {
+        let message = r#"newresources.apps.newresource.com "x" is forbidden: User "system:serviceaccount:ns:sa" cannot update resource "newresources/status""#;
+        let e = Error::Api {
+            code: 403,
+            message: message.to_owned(),
+        };
+        assert_eq!(e.error_type(), "forbidden");
+        assert_eq!(e.to_string(), format!("API error 403: {message}"));
+        let conflict = Error::Conflict("changed".into());
+        assert_eq!(conflict.error_type(), "conflict");
+        let server = Error::Api {
+            code: 503,
+            message: "unavailable".into(),
+        };
+        assert_eq!(server.error_type(), "server");
     }
 
     #[test]

@@ -19,8 +19,25 @@ use kube::runtime::watcher;
 use crate::CONTROLLER_NAME;
 use crate::crd::NewResource;
 use crate::gate::LeadershipGate;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, api_error_code};
 use crate::reconcile::{self, Context};
+
+/// The `resource` label of the watcher's requests.
+const RESOURCE: &str = "newresources";
+
+/// The verb of the request a watcher error comes from, and the `code` label of
+/// `controller_api_errors_total` (`None`: no request failed, the answer lacked a
+/// resourceVersion).
+fn watcher_failure(e: &watcher::Error) -> (&'static str, Option<String>) {
+    match e {
+        watcher::Error::InitialListFailed(e) => ("list", Some(api_error_code(e))),
+        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
+            ("watch", Some(api_error_code(e)))
+        }
+        watcher::Error::WatchError(status) => ("watch", Some(status.code.to_string())),
+        watcher::Error::NoResourceVersion => ("list", None),
+    }
+}
 
 /// How the workers run.
 #[derive(Clone)]
@@ -65,6 +82,7 @@ impl Workers {
                 self.gate.clone(),
                 self.metrics.clone(),
             ));
+            let metrics = &self.metrics;
             let controller = Controller::new(self.api(), watcher::Config::default())
                 .with_config(ControllerConfig::default().concurrency(self.concurrency))
                 .run(reconcile::reconcile, reconcile::error_policy, ctx)
@@ -73,7 +91,17 @@ impl Workers {
                         // Watch failures (403, API outages) are what an operator must see;
                         // the watcher retries them with backoff.
                         Err(controller::Error::QueueError(e)) => {
-                            tracing::warn!(error = %e, "watching newresources failed")
+                            let (verb, code) = watcher_failure(&e);
+                            if let Some(code) = &code {
+                                metrics.api_error(RESOURCE, verb, code);
+                            }
+                            tracing::warn!(
+                                resource = RESOURCE,
+                                verb,
+                                code = code.as_deref().unwrap_or(""),
+                                error = %e,
+                                "watching newresources failed"
+                            )
                         }
                         // Reconcile failures are logged by the error policy.
                         Err(e) => tracing::debug!(error = %e, "controller event"),
@@ -93,5 +121,76 @@ impl Workers {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forbidden(verb: &str) -> kube::Error {
+        let message = format!(
+            r#"newresources.apps.newresource.com is forbidden: User "system:serviceaccount:ns:sa" cannot {verb} resource "newresources""#
+        );
+        kube::Error::Api(
+            kube::core::Status::failure(&message, "Forbidden")
+                .with_code(403)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn watcher_failures_name_the_request_and_code() {
+        let cases = [
+            (
+                watcher::Error::InitialListFailed(forbidden("list")),
+                "list",
+                Some("403"),
+            ),
+            (
+                watcher::Error::WatchStartFailed(forbidden("watch")),
+                "watch",
+                Some("403"),
+            ),
+            (
+                watcher::Error::WatchError(
+                    kube::core::Status::failure("too old", "Expired")
+                        .with_code(410)
+                        .boxed(),
+                ),
+                "watch",
+                Some("410"),
+            ),
+            (
+                watcher::Error::WatchFailed(kube::Error::ReadEvents(std::io::Error::other(
+                    "reset",
+                ))),
+                "watch",
+                Some("transport"),
+            ),
+            (watcher::Error::NoResourceVersion, "list", None),
+        ];
+        let metrics = Metrics::new();
+        for (e, verb, code) in cases {
+            let got = watcher_failure(&e);
+            assert_eq!((got.0, got.1.as_deref()), (verb, code), "{e}");
+            if let Some(code) = got.1 {
+                metrics.api_error(RESOURCE, got.0, &code);
+            }
+        }
+        let text = metrics.encode();
+        for needle in [
+            r#"controller_api_errors_total{controller="newresource",resource="newresources",verb="list",code="403"} 1"#,
+            r#"controller_api_errors_total{controller="newresource",resource="newresources",verb="watch",code="403"} 1"#,
+            r#"controller_api_errors_total{controller="newresource",resource="newresources",verb="watch",code="410"} 1"#,
+            r#"controller_api_errors_total{controller="newresource",resource="newresources",verb="watch",code="transport"} 1"#,
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+        let list = watcher::Error::InitialListFailed(forbidden("list")).to_string();
+        assert!(
+            list.contains(r#"is forbidden: User "system:serviceaccount:ns:sa" cannot list resource "newresources""#),
+            "{list}"
+        );
     }
 }

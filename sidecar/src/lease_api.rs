@@ -11,17 +11,26 @@ use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 
+/// The `resource` label of the Lease's requests.
+const LEASES: &str = "leases";
+
 /// Why a request failed. `code` is the HTTP status, `None` for timeouts and transport errors.
 #[derive(Clone, Debug)]
 pub struct ApiFailure {
     pub code: Option<u16>,
+    /// No answer in time: our own per-request timeout, or the client's.
+    pub timed_out: bool,
+    /// The API server's message for status errors (e.g. `leases.coordination.k8s.io "x" is
+    /// forbidden: User "system:serviceaccount:ns:sa" cannot get resource "leases" ...`),
+    /// else the client's error.
     pub message: String,
 }
 
 impl ApiFailure {
-    fn timeout(after: Duration) -> Self {
+    pub fn timeout(after: Duration) -> Self {
         Self {
             code: None,
+            timed_out: true,
             message: format!("no answer within {after:?}"),
         }
     }
@@ -30,7 +39,7 @@ impl ApiFailure {
     pub fn label(&self) -> String {
         match self.code {
             Some(c) => c.to_string(),
-            None if self.message.starts_with("no answer") => "timeout".into(),
+            None if self.timed_out => "timeout".into(),
             None => "transport".into(),
         }
     }
@@ -50,14 +59,34 @@ impl From<kube::Error> for ApiFailure {
         match e {
             kube::Error::Api(s) => Self {
                 code: Some(s.code),
+                timed_out: false,
                 message: s.message.clone(),
             },
             other => Self {
                 code: None,
+                timed_out: is_timeout(&other),
                 message: other.to_string(),
             },
         }
     }
+}
+
+/// Whether a client error is a timeout (the connector's read/connect timeouts report
+/// `io::ErrorKind::TimedOut` somewhere down the source chain).
+pub fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        if err.is::<tokio::time::error::Elapsed>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 pub enum ReadOutcome {
@@ -100,6 +129,11 @@ impl LeaseApi {
         }
     }
 
+    /// The per-request timeout (`--api-timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The timeout for a request that must finish by `deadline` (if any).
     fn timeout_until(&self, deadline: Option<Instant>) -> Duration {
         match deadline {
@@ -116,19 +150,35 @@ impl LeaseApi {
             Err(_) => self.failed_read(ApiFailure::timeout(t)),
             Ok(Err(e)) => self.failed_read(e.into()),
             Ok(Ok(Some(lease))) => {
-                self.metrics.api_request("get", "200");
+                self.metrics.api_request(LEASES, "get", "200");
                 ReadOutcome::Found(Box::new(lease))
             }
             Ok(Ok(None)) => {
-                self.metrics.api_request("get", "404");
+                self.metrics.api_request(LEASES, "get", "404");
                 ReadOutcome::NotFound
             }
         }
     }
 
     fn failed_read(&self, f: ApiFailure) -> ReadOutcome {
-        self.metrics.api_request("get", &f.label());
+        self.metrics.api_request(LEASES, "get", &f.label());
         ReadOutcome::Failed(f)
+    }
+
+    /// Counts and logs a failed list of the standby watch, then waits `backoff`.
+    async fn list_failed(&self, f: ApiFailure, backoff: Duration) {
+        let code = f.label();
+        self.metrics.api_request(LEASES, "list", &code);
+        tracing::warn!(lease = %self.name, verb = "list", code, error = %f, "listing the lease failed; retrying");
+        tokio::time::sleep(backoff).await;
+    }
+
+    /// Counts and logs a watch that could not be started, then waits `backoff`.
+    async fn watch_failed(&self, f: ApiFailure, backoff: Duration) {
+        let code = f.label();
+        self.metrics.api_request(LEASES, "watch", &code);
+        tracing::warn!(lease = %self.name, verb = "watch", code, error = %f, "watching the lease failed; retrying");
+        tokio::time::sleep(backoff).await;
     }
 
     /// POST (`create`) or PUT. The object's resourceVersion is the precondition of a PUT.
@@ -165,7 +215,7 @@ impl LeaseApi {
             WriteOutcome::Gone => "404".to_owned(),
             WriteOutcome::Failed(f) => f.label(),
         };
-        self.metrics.api_request(verb, &code);
+        self.metrics.api_request(LEASES, verb, &code);
         outcome
     }
 }
@@ -197,19 +247,17 @@ pub async fn watch_lease(leases: LeaseApi, backoff: Duration, tx: mpsc::Sender<W
                 let listed = tokio::time::timeout(leases.timeout, leases.api.list(&lp)).await;
                 let list = match listed {
                     Ok(Ok(list)) => {
-                        leases.metrics.api_request("list", "200");
+                        leases.metrics.api_request(LEASES, "list", "200");
                         list
                     }
                     Ok(Err(e)) => {
-                        let f = ApiFailure::from(e);
-                        leases.metrics.api_request("list", &f.label());
-                        tracing::warn!(error = %f, "listing the lease failed; retrying");
-                        tokio::time::sleep(backoff).await;
+                        leases.list_failed(ApiFailure::from(e), backoff).await;
                         continue;
                     }
                     Err(_) => {
-                        leases.metrics.api_request("list", "timeout");
-                        tokio::time::sleep(backoff).await;
+                        leases
+                            .list_failed(ApiFailure::timeout(leases.timeout), backoff)
+                            .await;
                         continue;
                     }
                 };
@@ -233,26 +281,31 @@ pub async fn watch_lease(leases: LeaseApi, backoff: Duration, tx: mpsc::Sender<W
         let stream = match tokio::time::timeout(leases.timeout, leases.api.watch(&wp, &rv)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                let f = ApiFailure::from(e);
-                leases.metrics.api_request("watch", &f.label());
-                tracing::warn!(error = %f, "watching the lease failed; retrying");
-                tokio::time::sleep(backoff).await;
+                leases.watch_failed(ApiFailure::from(e), backoff).await;
                 continue;
             }
             Err(_) => {
-                leases.metrics.api_request("watch", "timeout");
-                tokio::time::sleep(backoff).await;
+                leases
+                    .watch_failed(ApiFailure::timeout(leases.timeout), backoff)
+                    .await;
                 continue;
             }
         };
-        leases.metrics.api_request("watch", "200");
+        leases.metrics.api_request(LEASES, "watch", "200");
         let mut stream = stream.boxed();
         let mut last = rv;
         let silence = Duration::from_secs(u64::from(WATCH_SECONDS) + 30);
         loop {
             let next = match tokio::time::timeout(silence, stream.try_next()).await {
                 Err(_) => {
-                    tracing::debug!("lease watch silent for {silence:?}; restarting it");
+                    // The server should have ended the watch after WATCH_SECONDS.
+                    leases.metrics.api_error(LEASES, "watch", "timeout");
+                    tracing::warn!(
+                        lease = %leases.name,
+                        verb = "watch",
+                        code = "timeout",
+                        "lease watch silent for {silence:?}; restarting it"
+                    );
                     resume = Some(last);
                     break;
                 }
@@ -280,7 +333,20 @@ pub async fn watch_lease(leases: LeaseApi, backoff: Duration, tx: mpsc::Sender<W
                     break;
                 }
                 Ok(Some(WatchEvent::Error(e))) => {
-                    tracing::warn!(code = e.code, message = %e.message, "lease watch error; restarting");
+                    let f = ApiFailure {
+                        code: Some(e.code),
+                        timed_out: false,
+                        message: e.message,
+                    };
+                    let code = f.label();
+                    leases.metrics.api_error(LEASES, "watch", &code);
+                    tracing::warn!(
+                        lease = %leases.name,
+                        verb = "watch",
+                        code,
+                        error = %f,
+                        "lease watch error; restarting"
+                    );
                     tokio::time::sleep(backoff).await;
                     resume = Some(last);
                     break;
@@ -291,12 +357,56 @@ pub async fn watch_lease(leases: LeaseApi, backoff: Duration, tx: mpsc::Sender<W
                     break;
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "lease watch stream broke; restarting");
+                    let f = ApiFailure::from(e);
+                    let code = f.label();
+                    leases.metrics.api_error(LEASES, "watch", &code);
+                    tracing::warn!(
+                        lease = %leases.name,
+                        verb = "watch",
+                        code,
+                        error = %f,
+                        "lease watch stream broke; restarting"
+                    );
                     tokio::time::sleep(backoff).await;
                     resume = Some(last);
                     break;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_keep_the_servers_message_and_code() {
+        let message = r#"leases.coordination.k8s.io "x" is forbidden: User "system:serviceaccount:ns:sa" cannot get resource "leases" in API group "coordination.k8s.io" in the namespace "ns""#;
+        let forbidden = kube::Error::Api(
+            kube::core::Status::failure(message, "Forbidden")
+                .with_code(403)
+                .boxed(),
+        );
+        let f = ApiFailure::from(forbidden);
+        assert_eq!(f.label(), "403");
+        assert_eq!(f.to_string(), format!("HTTP 403: {message}"));
+
+        assert_eq!(
+            ApiFailure::timeout(Duration::from_secs(2)).label(),
+            "timeout"
+        );
+        let timed_out = kube::Error::ReadEvents(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "read timed out",
+        ));
+        assert_eq!(ApiFailure::from(timed_out).label(), "timeout");
+        let reset = kube::Error::ReadEvents(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset",
+        ));
+        let f = ApiFailure::from(reset);
+        assert_eq!(f.label(), "transport");
+        assert!(f.to_string().contains("connection reset"), "{f}");
     }
 }

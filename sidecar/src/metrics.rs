@@ -16,6 +16,8 @@ struct NameLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiLabels {
+    /// `leases` or `events`.
+    resource: String,
     verb: String,
     code: String,
 }
@@ -81,13 +83,13 @@ impl Metrics {
         let api_requests = Family::<ApiLabels, Counter>::default();
         registry.register(
             "leader_sidecar_api_requests",
-            "Requests to the Kubernetes API about the lease, by verb and status code",
+            "Requests to the Kubernetes API, by resource (leases, events), verb and status code (or timeout, transport)",
             api_requests.clone(),
         );
         let api_errors = Family::<ApiLabels, Counter>::default();
         registry.register(
             "leader_sidecar_api_errors",
-            "Failed Kubernetes API requests (conflicts excluded), by verb and code (or timeout, transport)",
+            "Failed Kubernetes API requests (lease conflicts excluded), by resource (leases, events), verb and code (or timeout, transport)",
             api_errors.clone(),
         );
         let http_requests = Family::<HttpLabels, Counter>::default();
@@ -153,17 +155,33 @@ impl Metrics {
         self.inner.renew_seconds.observe(seconds);
     }
 
-    /// Counts a request; codes other than 2xx, 404 on get, and 409 also count as errors.
-    pub fn api_request(&self, verb: &str, code: &str) {
+    /// Counts a request to the Kubernetes API about `resource` (`leases` or `events`).
+    /// `code` is the HTTP status, `timeout` or `transport`. Every code but 2xx also counts as
+    /// an error, except the Lease's expected answers: 409 (a lost compare-and-swap) and 404 on
+    /// a get (no Lease yet).
+    pub fn api_request(&self, resource: &str, verb: &str, code: &str) {
         let labels = ApiLabels {
+            resource: resource.to_owned(),
             verb: verb.to_owned(),
             code: code.to_owned(),
         };
         self.inner.api_requests.get_or_create(&labels).inc();
-        let expected = code.starts_with('2') || code == "409" || (verb == "get" && code == "404");
+        let expected = code.starts_with('2')
+            || (resource == "leases" && (code == "409" || (verb == "get" && code == "404")));
         if !expected {
             self.inner.api_errors.get_or_create(&labels).inc();
         }
+    }
+
+    /// Counts an error reported on a request already counted as answered: an error event
+    /// inside an open watch, or a watch stream that broke or fell silent.
+    pub fn api_error(&self, resource: &str, verb: &str, code: &str) {
+        let labels = ApiLabels {
+            resource: resource.to_owned(),
+            verb: verb.to_owned(),
+            code: code.to_owned(),
+        };
+        self.inner.api_errors.get_or_create(&labels).inc();
     }
 
     pub fn http_request(&self, path: &str, code: u16) {
@@ -195,5 +213,48 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_series_carry_the_resource() {
+        let m = Metrics::new("lease");
+        m.api_request("leases", "create", "201");
+        m.api_request("leases", "get", "404");
+        m.api_request("leases", "update", "409");
+        m.api_request("leases", "list", "403");
+        m.api_request("leases", "watch", "timeout");
+        m.api_error("leases", "watch", "500");
+        m.api_request("events", "create", "201");
+        m.api_request("events", "create", "403");
+        m.api_request("events", "create", "transport");
+        let text = m.encode();
+        for needle in [
+            r#"leader_sidecar_api_requests_total{resource="leases",verb="create",code="201"} 1"#,
+            r#"leader_sidecar_api_requests_total{resource="leases",verb="get",code="404"} 1"#,
+            r#"leader_sidecar_api_requests_total{resource="leases",verb="list",code="403"} 1"#,
+            r#"leader_sidecar_api_errors_total{resource="leases",verb="list",code="403"} 1"#,
+            r#"leader_sidecar_api_errors_total{resource="leases",verb="watch",code="timeout"} 1"#,
+            r#"leader_sidecar_api_errors_total{resource="leases",verb="watch",code="500"} 1"#,
+            r#"leader_sidecar_api_requests_total{resource="events",verb="create",code="201"} 1"#,
+            r#"leader_sidecar_api_requests_total{resource="events",verb="create",code="403"} 1"#,
+            r#"leader_sidecar_api_errors_total{resource="events",verb="create",code="403"} 1"#,
+            r#"leader_sidecar_api_errors_total{resource="events",verb="create",code="transport"} 1"#,
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+        for absent in [
+            r#"leader_sidecar_api_errors_total{resource="leases",verb="create",code="201"}"#,
+            r#"leader_sidecar_api_errors_total{resource="leases",verb="get",code="404"}"#,
+            r#"leader_sidecar_api_errors_total{resource="leases",verb="update",code="409"}"#,
+            r#"leader_sidecar_api_errors_total{resource="events",verb="create",code="201"}"#,
+            r#"leader_sidecar_api_requests_total{resource="leases",verb="watch",code="500"}"#,
+        ] {
+            assert!(!text.contains(absent), "{absent} unexpected in\n{text}");
+        }
     }
 }

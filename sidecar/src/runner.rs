@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::elector::{Change, Elector, LeaseRecord, Step, WriteKind};
 use crate::leadership::Leadership;
-use crate::lease_api::{LeaseApi, ReadOutcome, Watched, WriteOutcome};
+use crate::lease_api::{ApiFailure, LeaseApi, ReadOutcome, Watched, WriteOutcome};
 use crate::metrics::Metrics;
 
 /// Local requests to the elector.
@@ -62,22 +62,36 @@ pub struct Runner {
     pub leases: LeaseApi,
     pub leadership: Arc<Leadership>,
     pub metrics: Metrics,
-    pub recorder: Option<Recorder>,
+    pub recorder: Option<EventRecorder>,
     pub lease_ref: String,
     pub heartbeat: Arc<Heartbeat>,
     pub watched: mpsc::Receiver<Watched>,
     pub commands: mpsc::Receiver<Command>,
 }
 
+/// Publishes the "became leader" Events on the Lease.
+///
+/// Each announcement goes through a fresh kube [`Recorder`], so it is always one `create` of an
+/// `events.k8s.io/v1` Event. A long-lived `Recorder` would instead turn a second announcement
+/// within six minutes (same pod, same Lease: e.g. after a yield) into a `patch` of the first
+/// Event's series, keeping that Event's note (the old term), and `patch` is a verb the
+/// deployment's Role does not grant. client-go, too, creates a new Event when the message
+/// differs.
+#[derive(Clone)]
+pub struct EventRecorder {
+    client: kube::Client,
+    reporter: Reporter,
+}
+
 /// Builds the Event recorder for "became leader" Events on the Lease.
-pub fn recorder(client: kube::Client, identity: &str) -> Recorder {
-    Recorder::new(
+pub fn recorder(client: kube::Client, identity: &str) -> EventRecorder {
+    EventRecorder {
         client,
-        Reporter {
+        reporter: Reporter {
             controller: "leader-sidecar".into(),
             instance: Some(identity.to_owned()),
         },
-    )
+    }
 }
 
 impl Runner {
@@ -114,7 +128,13 @@ impl Runner {
                             self.elector.on_read(None, now);
                         }
                         ReadOutcome::Failed(f) => {
-                            tracing::warn!(lease = %self.lease_ref, error = %f, "reading the lease failed");
+                            tracing::warn!(
+                                lease = %self.lease_ref,
+                                verb = "get",
+                                code = f.label(),
+                                error = %f,
+                                "reading the lease failed"
+                            );
                             self.elector.on_read_failed(now);
                         }
                     }
@@ -145,9 +165,25 @@ impl Runner {
                             );
                             self.elector.on_conflict(&write);
                         }
-                        WriteOutcome::Gone => self.elector.on_gone(&write),
+                        WriteOutcome::Gone => {
+                            tracing::warn!(
+                                lease = %self.lease_ref,
+                                kind = write.kind.as_str(),
+                                verb = "update",
+                                code = "404",
+                                "the lease was deleted (404 on update)"
+                            );
+                            self.elector.on_gone(&write);
+                        }
                         WriteOutcome::Failed(f) => {
-                            tracing::warn!(lease = %self.lease_ref, kind = write.kind.as_str(), error = %f, "lease write failed");
+                            tracing::warn!(
+                                lease = %self.lease_ref,
+                                kind = write.kind.as_str(),
+                                verb = if write.create { "create" } else { "update" },
+                                code = f.label(),
+                                error = %f,
+                                "lease write failed"
+                            );
                             self.elector.on_write_failed(&write, sent, now);
                         }
                     }
@@ -238,13 +274,17 @@ impl Runner {
     }
 
     /// Records "<identity> became leader" on the Lease, as client-go does, without delaying
-    /// the elector.
+    /// the elector. Counted as `events` `create` in the API metrics; a failure is logged once
+    /// and not retried (the Event is informational).
     fn announce(&self, term: i32) {
-        let (Some(recorder), Some(lease)) = (self.recorder.clone(), self.elector.observed()) else {
+        let (Some(events), Some(lease)) = (self.recorder.clone(), self.elector.observed()) else {
             return;
         };
         let reference = lease_reference(lease);
         let note = format!("{} became leader (term {term})", self.elector.identity());
+        let metrics = self.metrics.clone();
+        let timeout = self.leases.timeout();
+        let lease_ref = self.lease_ref.clone();
         tokio::spawn(async move {
             let event = Event {
                 type_: EventType::Normal,
@@ -253,8 +293,26 @@ impl Runner {
                 action: "Acquire".into(),
                 secondary: None,
             };
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                tracing::warn!(error = %e, "could not record the LeaderElection event");
+            // Fresh, so that it creates and never patches (see `EventRecorder`).
+            let recorder = Recorder::new(events.client, events.reporter);
+            let failure =
+                match tokio::time::timeout(timeout, recorder.publish(&event, &reference)).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(ApiFailure::from(e)),
+                    Err(_) => Some(ApiFailure::timeout(timeout)),
+                };
+            let code = failure
+                .as_ref()
+                .map_or_else(|| "201".to_owned(), ApiFailure::label);
+            metrics.api_request("events", "create", &code);
+            if let Some(f) = failure {
+                tracing::warn!(
+                    lease = %lease_ref,
+                    verb = "create",
+                    code,
+                    error = %f,
+                    "could not record the LeaderElection event"
+                );
             }
         });
     }

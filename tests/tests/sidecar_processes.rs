@@ -443,7 +443,7 @@ async fn probes_and_metrics() -> anyhow::Result<()> {
         "leader_election_master_status{name=\"probes\"} 1",
         "leader_sidecar_transitions_total{event=\"acquired\"",
         "leader_sidecar_renew_duration_seconds_bucket",
-        "leader_sidecar_api_requests_total{verb=\"create\",code=\"201\"}",
+        "leader_sidecar_api_requests_total{resource=\"leases\",verb=\"create\",code=\"201\"}",
         "leader_sidecar_http_requests_total{path=\"/leader\",code=\"200\"}",
         "leader_sidecar_watchers 1",
     ] {
