@@ -1,13 +1,19 @@
 //! Authentication and RBAC of the in-memory API server, with Role/ClusterRole/bindings created
 //! through the API as `kubectl apply` would create them. In-memory only: they issue tokens.
 
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams};
 use serde_json::json;
+use testkit::apiserver::tokenrequest::API_AUDIENCE;
 use testkit::apiserver::{ApiServer, Config, UserInfo};
 use testkit::fixtures::lease;
 use testkit::outcome::{code_of, status_of};
+use testkit::tokens::request_token;
 
 async fn rbac_server() -> anyhow::Result<ApiServer> {
     Ok(ApiServer::start(Config {
@@ -257,5 +263,606 @@ async fn non_resource_urls_are_authorized_by_rules() -> anyhow::Result<()> {
     // The wildcard covers only what it names.
     let openapi = anonymous.send(get("/openapi/v2")?.map(Into::into)).await?;
     assert_eq!(openapi.status().as_u16(), 403);
+    Ok(())
+}
+
+// --- The TokenRequest API (`serviceaccounts/token`) ---
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+async fn create_service_account(admin: kube::Client, ns: &str, name: &str) -> anyhow::Result<()> {
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    Api::<ServiceAccount>::namespaced(admin, ns)
+        .create(&PostParams::default(), &sa)
+        .await?;
+    Ok(())
+}
+
+/// A Role with `rules` in `ns`, bound to `subject`.
+async fn grant(
+    admin: kube::Client,
+    ns: &str,
+    name: &str,
+    rules: serde_json::Value,
+    subject: serde_json::Value,
+) -> anyhow::Result<()> {
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns},
+        "rules": rules,
+    }))?;
+    Api::<Role>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &role)
+        .await?;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [subject],
+    }))?;
+    Api::<RoleBinding>::namespaced(admin, ns)
+        .create(&PostParams::default(), &binding)
+        .await?;
+    Ok(())
+}
+
+fn token_request(name: Option<&str>, expiration_seconds: Option<i64>) -> TokenRequest {
+    TokenRequest {
+        metadata: kube::api::ObjectMeta {
+            name: name.map(str::to_string),
+            ..Default::default()
+        },
+        spec: TokenRequestSpec {
+            expiration_seconds,
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+#[tokio::test]
+async fn token_request_issues_a_token_that_rbac_governs() -> anyhow::Result<()> {
+    let server = rbac_server().await?;
+    let admin = server.admin_client();
+    create_service_account(admin.clone(), "default", "elector").await?;
+    grant(
+        admin.clone(),
+        "default",
+        "lease-getter",
+        json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get"]}]),
+        json!({"kind": "ServiceAccount", "name": "elector", "namespace": "default"}),
+    )
+    .await?;
+    Api::<Lease>::namespaced(admin.clone(), "default")
+        .create(&PostParams::default(), &lease("my-lease", "x"))
+        .await?;
+
+    let token = request_token(&admin, "default", "elector", HOUR).await?;
+    let leases: Api<Lease> = Api::namespaced(server.client(&token), "default");
+    leases.get("my-lease").await?;
+    let err = status_of(leases.list(&ListParams::default()).await);
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (
+            403,
+            "leases.coordination.k8s.io is forbidden: User \"system:serviceaccount:default:elector\" cannot list resource \"leases\" in API group \"coordination.k8s.io\" in the namespace \"default\""
+        )
+    );
+
+    // The exchange is in the audit log like any other write.
+    let audited: Vec<_> = server
+        .audit()
+        .into_iter()
+        .filter(|r| r.subresource.as_deref() == Some("token"))
+        .collect();
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    let record = &audited[0];
+    assert_eq!(
+        (
+            record.user.as_str(),
+            record.verb.as_str(),
+            record.resource.as_str(),
+            record.namespace.as_deref(),
+            record.name.as_deref(),
+            record.code,
+        ),
+        (
+            "admin",
+            "create",
+            "serviceaccounts",
+            Some("default"),
+            Some("elector"),
+            201
+        )
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn token_request_answers_and_validates_like_the_real_server() -> anyhow::Result<()> {
+    let server = rbac_server().await?;
+    let admin = server.admin_client();
+    create_service_account(admin.clone(), "default", "elector").await?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
+
+    // Defaults: the API server's audience, one hour.
+    let answer = accounts
+        .create_token_request(
+            "elector",
+            &PostParams::default(),
+            &token_request(None, None),
+        )
+        .await?;
+    assert_eq!(answer.metadata.name.as_deref(), Some("elector"));
+    assert_eq!(answer.metadata.namespace.as_deref(), Some("default"));
+    assert_eq!(answer.spec.audiences, vec![API_AUDIENCE.to_string()]);
+    assert_eq!(answer.spec.expiration_seconds, Some(3600));
+    let created = answer
+        .metadata
+        .creation_timestamp
+        .expect("creationTimestamp is set")
+        .0;
+    let status = answer.status.expect("status is set");
+    assert!(!status.token.is_empty());
+    assert_eq!(
+        status.expiration_timestamp.0.duration_since(created),
+        jiff::SignedDuration::from_secs(3600)
+    );
+
+    // metadata.name, when given, must be the service account's.
+    let err = status_of(
+        accounts
+            .create_token_request(
+                "elector",
+                &PostParams::default(),
+                &token_request(Some("other"), None),
+            )
+            .await,
+    );
+    assert_eq!(
+        (err.code, err.reason.as_str(), err.message.as_str()),
+        (
+            422,
+            "Invalid",
+            "TokenRequest.authentication.k8s.io \"elector\" is invalid: metadata.name: Invalid value: \"other\": must match the service account name if specified"
+        )
+    );
+
+    // Less than ten minutes: 422 Invalid, naming the object "" as the real registry does.
+    let err = status_of(
+        accounts
+            .create_token_request(
+                "elector",
+                &PostParams::default(),
+                &token_request(None, Some(599)),
+            )
+            .await,
+    );
+    assert_eq!(
+        (err.code, err.reason.as_str(), err.message.as_str()),
+        (
+            422,
+            "Invalid",
+            "TokenRequest.authentication.k8s.io \"\" is invalid: spec.expirationSeconds: Invalid value: 599: may not specify a duration less than 10 minutes"
+        )
+    );
+    let details = err.details.expect("details");
+    assert_eq!(
+        (
+            details.group.as_str(),
+            details.kind.as_str(),
+            details.causes[0].field.as_str()
+        ),
+        (
+            "authentication.k8s.io",
+            "TokenRequest",
+            "spec.expirationSeconds"
+        )
+    );
+    let helper = request_token(&admin, "default", "elector", Duration::from_secs(599))
+        .await
+        .expect_err("too short");
+    assert!(helper.to_string().contains("422"), "{helper}");
+    request_token(&admin, "default", "elector", Duration::from_secs(600)).await?;
+
+    // A token for another audience is not for the API server: 401, as on a real cluster.
+    let mut for_vault = token_request(None, None);
+    for_vault.spec.audiences = vec!["vault".to_string()];
+    let vault = accounts
+        .create_token_request("elector", &PostParams::default(), &for_vault)
+        .await?;
+    let vault_token = vault.status.expect("status").token;
+    let as_vault: Api<Lease> = Api::namespaced(server.client(&vault_token), "default");
+    assert_eq!(code_of(as_vault.get("x").await), 401);
+    Ok(())
+}
+
+#[tokio::test]
+async fn token_request_for_a_missing_service_account_is_404() -> anyhow::Result<()> {
+    let server = rbac_server().await?;
+    let admin = server.admin_client();
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
+    let err = status_of(
+        accounts
+            .create_token_request("ghost", &PostParams::default(), &token_request(None, None))
+            .await,
+    );
+    assert_eq!(
+        (err.code, err.reason.as_str(), err.message.as_str()),
+        (404, "NotFound", "serviceaccounts \"ghost\" not found")
+    );
+    let details = err.details.expect("details");
+    assert_eq!(
+        (details.name.as_str(), details.kind.as_str()),
+        ("ghost", "serviceaccounts")
+    );
+    let helper = request_token(&admin, "default", "ghost", HOUR)
+        .await
+        .expect_err("no such service account");
+    assert!(
+        helper
+            .to_string()
+            .contains("serviceaccount default/ghost: it does not exist"),
+        "{helper}"
+    );
+
+    // A missing namespace is reported first (NamespaceLifecycle admission).
+    let elsewhere: Api<ServiceAccount> = Api::namespaced(admin, "nowhere");
+    let err = status_of(
+        elsewhere
+            .create_token_request("ghost", &PostParams::default(), &token_request(None, None))
+            .await,
+    );
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (404, "namespaces \"nowhere\" not found")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn token_request_needs_create_on_serviceaccounts_token() -> anyhow::Result<()> {
+    let server = rbac_server().await?;
+    let admin = server.admin_client();
+    create_service_account(admin.clone(), "default", "elector").await?;
+    create_service_account(admin.clone(), "default", "other").await?;
+    server.add_token("alice-token", UserInfo::user("alice", &[]));
+    let alice = server.client("alice-token");
+    let alice_user =
+        json!({"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"});
+    // Reading service accounts does not include minting their tokens.
+    grant(
+        admin.clone(),
+        "default",
+        "sa-reader",
+        json!([{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "create"]}]),
+        alice_user.clone(),
+    )
+    .await?;
+    let err = status_of(
+        Api::<ServiceAccount>::namespaced(alice.clone(), "default")
+            .create_token_request(
+                "elector",
+                &PostParams::default(),
+                &token_request(None, None),
+            )
+            .await,
+    );
+    assert_eq!(
+        (err.code, err.reason.as_str(), err.message.as_str()),
+        (
+            403,
+            "Forbidden",
+            "serviceaccounts \"elector\" is forbidden: User \"alice\" cannot create resource \"serviceaccounts/token\" in API group \"\" in the namespace \"default\""
+        )
+    );
+    let helper = request_token(&alice, "default", "elector", HOUR)
+        .await
+        .expect_err("forbidden");
+    assert!(
+        helper.to_string().contains("forbidden")
+            && helper.to_string().contains("serviceaccounts/token"),
+        "{helper}"
+    );
+
+    // `create` on `serviceaccounts/token`, limited to one service account by resourceNames.
+    grant(
+        admin,
+        "default",
+        "elector-token",
+        json!([{"apiGroups": [""], "resources": ["serviceaccounts/token"],
+                "resourceNames": ["elector"], "verbs": ["create"]}]),
+        alice_user,
+    )
+    .await?;
+    request_token(&alice, "default", "elector", HOUR).await?;
+    let err = request_token(&alice, "default", "other", HOUR)
+        .await
+        .expect_err("only elector");
+    assert!(err.to_string().contains("403"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn tokens_stop_working_when_the_service_account_is_deleted_or_recreated() -> anyhow::Result<()>
+{
+    let server = rbac_server().await?;
+    let admin = server.admin_client();
+    create_service_account(admin.clone(), "default", "elector").await?;
+    grant(
+        admin.clone(),
+        "default",
+        "lease-lister",
+        json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list"]}]),
+        json!({"kind": "ServiceAccount", "name": "elector", "namespace": "default"}),
+    )
+    .await?;
+    let token = request_token(&admin, "default", "elector", HOUR).await?;
+    let bypass = server.service_account_token("default", "elector");
+    let leases = |token: &str| Api::<Lease>::namespaced(server.client(token), "default");
+    assert_eq!(
+        code_of(leases(&token).list(&ListParams::default()).await),
+        200
+    );
+
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
+    accounts.delete("elector", &DeleteParams::default()).await?;
+    assert_eq!(
+        code_of(leases(&token).list(&ListParams::default()).await),
+        401
+    );
+    // The token is bound to the uid: a new ServiceAccount of the same name does not revive it.
+    create_service_account(admin.clone(), "default", "elector").await?;
+    assert_eq!(
+        code_of(leases(&token).list(&ListParams::default()).await),
+        401
+    );
+    let fresh = request_token(&admin, "default", "elector", HOUR).await?;
+    assert_eq!(
+        code_of(leases(&fresh).list(&ListParams::default()).await),
+        200
+    );
+    // service_account_token bypasses the API and the binding (documented).
+    assert_eq!(
+        code_of(leases(&bypass).list(&ListParams::default()).await),
+        200
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn tokens_expire_by_the_server_clock() -> anyhow::Result<()> {
+    let server = ApiServer::start(Config::default()).await?;
+    let admin = server.admin_client();
+    create_service_account(admin.clone(), "default", "elector").await?;
+    let token = request_token(&admin, "default", "elector", Duration::from_secs(600)).await?;
+    let leases = |token: &str| Api::<Lease>::namespaced(server.client(token), "default");
+    assert_eq!(
+        code_of(leases(&token).list(&ListParams::default()).await),
+        200
+    );
+    // Well inside the lifetime; then past expiry plus the one-minute leeway (the exact
+    // boundary is a unit test in apiserver::tokenrequest).
+    server.advance_token_clock(Duration::from_secs(590));
+    assert_eq!(
+        code_of(leases(&token).list(&ListParams::default()).await),
+        200
+    );
+    server.advance_token_clock(Duration::from_secs(75));
+    assert_eq!(
+        code_of(leases(&token).list(&ListParams::default()).await),
+        401
+    );
+    // A token issued now counts from the server's (moved) clock.
+    let fresh = request_token(&admin, "default", "elector", Duration::from_secs(600)).await?;
+    assert_eq!(
+        code_of(leases(&fresh).list(&ListParams::default()).await),
+        200
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn discovery_lists_the_token_subresource() -> anyhow::Result<()> {
+    let server = rbac_server().await?;
+    let admin = server.admin_client();
+    let list: serde_json::Value = admin
+        .request(http::Request::get("/api/v1").body(Vec::new())?)
+        .await?;
+    let resources = list["resources"].as_array().expect("resources");
+    let names: Vec<&str> = resources
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    let at = names
+        .iter()
+        .position(|n| *n == "serviceaccounts/token")
+        .expect("serviceaccounts/token is listed");
+    assert_eq!(names[at - 1], "serviceaccounts");
+    assert_eq!(
+        resources[at],
+        json!({
+            "name": "serviceaccounts/token",
+            "singularName": "",
+            "namespaced": true,
+            "group": "authentication.k8s.io",
+            "version": "v1",
+            "kind": "TokenRequest",
+            "verbs": ["create"],
+        })
+    );
+    // kube-rs' discovery takes it in its stride.
+    kube::discovery::Discovery::new(admin).run().await?;
+    Ok(())
+}
+
+/// The kubectl's minor version, if it reports one; an error if it cannot be run.
+async fn kubectl_minor(bin: &std::path::Path) -> anyhow::Result<Option<u32>> {
+    use anyhow::Context as _;
+    let out = tokio::process::Command::new(bin)
+        .args(["version", "--client", "-o", "json"])
+        .output()
+        .await
+        .with_context(|| format!("cannot run {} (set KUBECTL)", bin.display()))?;
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    Ok(doc
+        .pointer("/clientVersion/minor")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|m| m.trim_end_matches('+').parse().ok()))
+}
+
+#[tokio::test]
+async fn kubectl_create_token_uses_the_token_request_api() -> anyhow::Result<()> {
+    use testkit::kubectl::{Kubectl, binaries, describe};
+    for bin in binaries() {
+        // `kubectl create token` exists from 1.24 on (Debian's 1.20 lacks it).
+        match kubectl_minor(&bin).await? {
+            Some(minor) if minor >= 24 => {}
+            other => {
+                eprintln!(
+                    "skipping {}: kubectl minor version {other:?} has no `create token`",
+                    bin.display()
+                );
+                continue;
+            }
+        }
+        // AlwaysAllow: kubectl is what is under test here; RBAC of the subresource is above.
+        let server = ApiServer::start(Config::default()).await?;
+        let admin = server.admin_client();
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "ns"}}))?;
+        Api::<Namespace>::all(admin.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
+        create_service_account(admin.clone(), "ns", "newresource-controller").await?;
+        let dir = testkit::cluster::TempDir::new("kubectl-token")?;
+        let kubeconfig = dir.path().join("kubeconfig");
+        server.write_kubeconfig(&kubeconfig, server.admin_token())?;
+        let kubectl = Kubectl::new(&bin, &kubeconfig);
+
+        let out = kubectl
+            .run(&[
+                "create",
+                "token",
+                "newresource-controller",
+                "-n",
+                "ns",
+                "--duration",
+                "20m",
+            ])
+            .await?;
+        assert!(out.status.success(), "{}", describe(&out));
+        let token = String::from_utf8(out.stdout)?.trim().to_string();
+        assert_eq!(token.split('.').count(), 3, "a JWT-shaped token: {token}");
+        let leases: Api<Lease> = Api::namespaced(server.client(&token), "ns");
+        assert_eq!(code_of(leases.list(&ListParams::default()).await), 200);
+        assert!(
+            server
+                .audit()
+                .iter()
+                .any(|r| r.subresource.as_deref() == Some("token")
+                    && r.code == 201
+                    && r.user_agent.starts_with("kubectl")),
+            "kubectl's TokenRequest is audited"
+        );
+
+        let missing = kubectl
+            .run(&["create", "token", "ghost", "-n", "ns"])
+            .await?;
+        assert!(!missing.status.success());
+        assert!(
+            String::from_utf8_lossy(&missing.stderr)
+                .contains("serviceaccounts \"ghost\" not found"),
+            "{}",
+            describe(&missing)
+        );
+        let short = kubectl
+            .run(&[
+                "create",
+                "token",
+                "newresource-controller",
+                "-n",
+                "ns",
+                "--duration",
+                "5m",
+            ])
+            .await?;
+        assert!(
+            String::from_utf8_lossy(&short.stderr)
+                .contains("may not specify a duration less than 10 minutes"),
+            "{}",
+            describe(&short)
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_token_bound_to_a_secret_dies_with_the_secret() -> anyhow::Result<()> {
+    use k8s_openapi::api::authentication::v1::BoundObjectReference;
+    use k8s_openapi::api::core::v1::Secret;
+    let server = ApiServer::start(Config::default()).await?;
+    let admin = server.admin_client();
+    create_service_account(admin.clone(), "default", "elector").await?;
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), "default");
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "anchor"}}))?;
+    secrets.create(&PostParams::default(), &secret).await?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
+    let bound_to = |kind: &str, api_version: &str, uid: Option<&str>| {
+        let mut request = token_request(None, None);
+        request.spec.bound_object_ref = Some(BoundObjectReference {
+            kind: Some(kind.to_string()),
+            api_version: Some(api_version.to_string()),
+            name: Some("anchor".to_string()),
+            uid: uid.map(str::to_string),
+        });
+        request
+    };
+
+    let answer = accounts
+        .create_token_request(
+            "elector",
+            &PostParams::default(),
+            &bound_to("Secret", "v1", None),
+        )
+        .await?;
+    let token = answer.status.expect("status").token;
+    let leases: Api<Lease> = Api::namespaced(server.client(&token), "default");
+    assert_eq!(code_of(leases.list(&ListParams::default()).await), 200);
+
+    // A uid that is not the Secret's: 409, as for an object deleted and recreated.
+    let err = status_of(
+        accounts
+            .create_token_request(
+                "elector",
+                &PostParams::default(),
+                &bound_to("Secret", "v1", Some("not-the-uid")),
+            )
+            .await,
+    );
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (
+            409,
+            "Operation cannot be fulfilled on Secret \"anchor\": the UID in the bound object reference (not-the-uid) does not match the UID in record. The object might have been deleted and then recreated"
+        )
+    );
+    // Kinds a token cannot be bound to: 400.
+    let err = status_of(
+        accounts
+            .create_token_request(
+                "elector",
+                &PostParams::default(),
+                &bound_to("ConfigMap", "v1", None),
+            )
+            .await,
+    );
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (
+            400,
+            "cannot bind token to object of type /v1, Kind=ConfigMap"
+        )
+    );
+
+    secrets.delete("anchor", &DeleteParams::default()).await?;
+    assert_eq!(code_of(leases.list(&ListParams::default()).await), 401);
     Ok(())
 }

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use super::fields::{str_at, strings_at};
 use super::status::ApiError;
 use super::store::Store;
+use super::tokenrequest::BoundTokens;
 
 /// Who a request is from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,10 +67,12 @@ impl UserInfo {
     }
 }
 
-/// Bearer-token authentication.
+/// Bearer-token authentication: tokens registered up front ([`Authenticator::add_token`]),
+/// then the bound service-account tokens issued by the TokenRequest API.
 #[derive(Default)]
 pub struct Authenticator {
     tokens: RwLock<HashMap<String, UserInfo>>,
+    pub bound: BoundTokens,
 }
 
 impl Authenticator {
@@ -80,8 +83,13 @@ impl Authenticator {
             .insert(token.to_string(), user);
     }
 
-    /// Resolves the `Authorization` header: no header is anonymous, an unknown token is 401.
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<UserInfo, ApiError> {
+    /// Resolves the `Authorization` header: no header is anonymous; an unknown token, or a
+    /// bound token that expired or whose ServiceAccount is gone, is 401.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        store: &Store,
+    ) -> Result<UserInfo, ApiError> {
         let Some(header) = authorization else {
             return Ok(UserInfo::anonymous());
         };
@@ -89,12 +97,19 @@ impl Authenticator {
         if token.is_empty() {
             return Err(ApiError::unauthorized());
         }
-        self.tokens
+        let registered = self
+            .tokens
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(token)
-            .cloned()
-            .ok_or_else(ApiError::unauthorized)
+            .cloned();
+        match registered {
+            Some(user) => Ok(user),
+            None => self
+                .bound
+                .authenticate(store, token)
+                .unwrap_or_else(|| Err(ApiError::unauthorized())),
+        }
     }
 }
 

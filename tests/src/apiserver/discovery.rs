@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::registry::ResourceType;
+use super::tokenrequest;
 
 /// The Kubernetes version this server reports.
 pub const MAJOR: &str = "1";
@@ -135,6 +136,9 @@ pub fn resource_list(types: &[Arc<ResourceType>], group: &str, version: &str) ->
                 "kind": t.kind,
                 "verbs": ["get", "patch", "update"],
             }));
+        }
+        if tokenrequest::serves(t) {
+            resources.push(tokenrequest::discovery_entry());
         }
     }
     let group_version = if group.is_empty() {

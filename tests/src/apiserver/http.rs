@@ -24,6 +24,7 @@ use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::store::{self, Change, EventType, ListOptions, Patch, Store, Subresource, WatchStart};
 use super::table::{self, Representation};
+use super::tokenrequest;
 
 /// The real server's request body limit (3 MiB).
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -187,7 +188,8 @@ fn rbac_verb(method: &Method, has_name: bool, watch: bool) -> Option<&'static st
         ("GET" | "HEAD", _) if watch => "watch",
         ("GET" | "HEAD", true) => "get",
         ("GET" | "HEAD", false) => "list",
-        ("POST", false) => "create",
+        // POST is always `create`, also on a named subresource (`serviceaccounts/x/token`).
+        ("POST", _) => "create",
         ("PUT", true) => "update",
         ("PATCH", true) => "patch",
         ("DELETE", true) => "delete",
@@ -224,7 +226,10 @@ pub async fn handle(
         });
     }
 
-    let user = match state.auth.authenticate(authorization.as_deref()) {
+    let user = match state
+        .auth
+        .authenticate(authorization.as_deref(), &state.store)
+    {
         Ok(u) => u,
         Err(e) => return Ok(error_response(&e)),
     };
@@ -489,6 +494,47 @@ fn list_options(rt: &ResourceType, q: &Query) -> Result<ListOptions, ApiError> {
     })
 }
 
+fn reject_dry_run(query: &Query) -> Result<(), ApiError> {
+    if query.get("dryRun").is_some() {
+        return Err(ApiError::bad_request(
+            "dryRun is not supported by the in-memory API server",
+        ));
+    }
+    Ok(())
+}
+
+/// `serviceaccounts/{name}/token`: only `create` (POST) is served, as on a real server.
+fn token_request(ctx: &RequestContext, rp: &ResourcePath) -> Result<Response<Body>, ApiError> {
+    let (Some(namespace), Some(name)) = (rp.namespace.as_deref(), rp.name.as_deref()) else {
+        return Err(path_not_found());
+    };
+    if ctx.method != Method::POST || ctx.watch {
+        return Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({})",
+            ctx.method
+        )));
+    }
+    reject_dry_run(&ctx.query)?;
+    let media = ctx
+        .content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim();
+    // kubectl's typed client (`kubectl create token`) sends protobuf.
+    let body = if media == tokenrequest::PROTOBUF {
+        tokenrequest::decode_protobuf(&ctx.body)?
+    } else {
+        ctx.json_body()?
+    };
+    let state = &ctx.state;
+    let created = state
+        .auth
+        .bound
+        .create(&state.store, namespace, name, body)?;
+    Ok(json_response(201, &created))
+}
+
 async fn resource_request(
     ctx: &RequestContext,
     rp: &ResourcePath,
@@ -506,13 +552,10 @@ async fn resource_request(
     let subresource = match rp.subresource.as_deref() {
         None => Subresource::Main,
         Some("status") if rt.status_subresource => Subresource::Status,
+        Some("token") if tokenrequest::serves(&rt) => return token_request(ctx, rp),
         Some(_) => return Err(path_not_found()),
     };
-    if ctx.query.get("dryRun").is_some() {
-        return Err(ApiError::bad_request(
-            "dryRun is not supported by the in-memory API server",
-        ));
-    }
+    reject_dry_run(&ctx.query)?;
     let ns = rp.namespace.as_deref();
     let name = rp.name.as_deref();
     let method = ctx.method.as_str();
@@ -985,6 +1028,20 @@ mod tests {
             panic!("not a resource route");
         };
         assert!(rp.watch_prefix);
+        let Route::Resource(rp) = r("/api/v1/namespaces/ns1/serviceaccounts/sa/token") else {
+            panic!("not a resource route");
+        };
+        assert_eq!(
+            (
+                rp.namespace.as_deref(),
+                rp.plural.as_str(),
+                rp.name.as_deref(),
+                rp.subresource.as_deref()
+            ),
+            (Some("ns1"), "serviceaccounts", Some("sa"), Some("token"))
+        );
+        // POST is `create` for RBAC, on a named subresource too.
+        assert_eq!(rbac_verb(&Method::POST, true, false), Some("create"));
         assert_eq!(r("/apis/g/v/namespaces/a/b/c/d/e"), Route::NotFound);
     }
 }

@@ -27,6 +27,7 @@ pub mod status;
 pub mod store;
 pub mod strategic;
 pub mod table;
+pub mod tokenrequest;
 pub mod validation;
 
 use std::net::SocketAddr;
@@ -160,11 +161,22 @@ impl ApiServer {
         self.state.auth.add_token(token, user);
     }
 
-    /// Issues a token for a service account (like a projected service-account token).
+    /// Registers a token for a service account, **bypassing the API**: it works for any name,
+    /// whether or not that ServiceAccount exists, never expires and survives the
+    /// ServiceAccount's deletion. Handy where a test only needs the identity; to obtain a
+    /// token the way `kubectl create token` does (and a real cluster allows), use the
+    /// TokenRequest API — [`crate::tokens::request_token`].
     pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
         let token = random_token();
         self.add_token(&token, UserInfo::service_account(namespace, name));
         token
+    }
+
+    /// Moves the clock that judges TokenRequest tokens forward by `by`, so a test can see a
+    /// token expire without waiting. Only tokens use this clock: object timestamps, audit
+    /// records and watch timeouts keep wall time.
+    pub fn advance_token_clock(&self, by: Duration) {
+        self.state.auth.bound.clock().advance(by);
     }
 
     /// A kube client authenticated with `token`.

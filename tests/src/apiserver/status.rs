@@ -127,6 +127,12 @@ impl ApiError {
 
     /// 422 with one cause per field error, message as `Kind.group "name" is invalid: ...`.
     pub fn invalid(rt: &ResourceType, name: &str, causes: Vec<FieldError>) -> Self {
+        Self::invalid_kind(&rt.group, &rt.kind, name, causes)
+    }
+
+    /// [`ApiError::invalid`] for a kind that is not a served resource type (the request
+    /// objects of subresources, such as `TokenRequest.authentication.k8s.io`).
+    pub fn invalid_kind(group: &str, kind: &str, name: &str, causes: Vec<FieldError>) -> Self {
         let summary = causes.iter().map(FieldError::to_string).collect::<Vec<_>>();
         let summary = if summary.len() == 1 {
             summary[0].clone()
@@ -143,20 +149,20 @@ impl ApiError {
                 })
             })
             .collect::<Vec<_>>();
+        let qualified_kind = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         Self::new(
             422,
             "Invalid",
-            format!(
-                "{} \"{}\" is invalid: {}",
-                rt.qualified_kind(),
-                name,
-                summary
-            ),
+            format!("{qualified_kind} \"{name}\" is invalid: {summary}"),
         )
         .with_details(json!({
             "name": name,
-            "group": rt.group,
-            "kind": rt.kind,
+            "group": group,
+            "kind": kind,
             "causes": causes_json,
         }))
     }
