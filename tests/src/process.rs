@@ -104,6 +104,11 @@ impl LoggedChild {
         Ok(tokio::time::timeout(timeout, self.child.wait()).await??)
     }
 
+    /// The exit status if the process has exited, without waiting.
+    pub fn try_exit(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
     /// Every log line so far, parsed.
     pub fn logs(&self) -> Vec<serde_json::Value> {
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).clone()
