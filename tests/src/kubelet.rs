@@ -139,7 +139,8 @@ pub enum Probe {
 }
 
 impl Probe {
-    fn field(self) -> &'static str {
+    /// The container field that holds this probe.
+    pub fn field(self) -> &'static str {
         match self {
             Probe::Startup => "startupProbe",
             Probe::Liveness => "livenessProbe",
@@ -343,14 +344,6 @@ impl RunningPod {
             .iter()
             .find(|c| c.name == name)
             .with_context(|| format!("no container {name} in pod {}", self.name))
-    }
-
-    pub fn container_mut(&mut self, name: &str) -> anyhow::Result<&mut RunningContainer> {
-        let pod = self.name.clone();
-        self.containers
-            .iter_mut()
-            .find(|c| c.name == name)
-            .with_context(|| format!("no container {name} in pod {pod}"))
     }
 
     /// The address a `containerPort` (number, or name of a port of `container`) is really on.

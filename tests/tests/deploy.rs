@@ -9,6 +9,9 @@
 //!   the leader's pod hands over, and the API server answered no request of the service
 //!   account with 401 or 403: the RBAC is sufficient. It also runs against a real cluster
 //!   (`E2E_USE_KUBECONFIG=1`), where it installs into `newresource-system` and removes it again.
+//! - `kubectl_apply_k_installs_then_upgrades_to_production`: `kubectl apply -k` of the base,
+//!   then of the production overlay, with every kubectl whose kustomize reads ours; the stored
+//!   Deployment equals our rendering.
 //! - `every_granted_verb_is_needed` removes each verb of the Role and the ClusterRole in turn
 //!   and shows the request that needs it failing with 403, in the logs and the metrics of the
 //!   container that sent it, while both containers keep running and stay live: the RBAC is
@@ -273,11 +276,7 @@ fn the_deployment_passes_only_args_env_and_ports_the_binaries_accept() -> anyhow
             }
             // Probes use this container's declared ports, by name.
             for probe in [Probe::Startup, Probe::Liveness, Probe::Readiness] {
-                let field = match probe {
-                    Probe::Startup => "startupProbe",
-                    Probe::Liveness => "livenessProbe",
-                    Probe::Readiness => "readinessProbe",
-                };
+                let field = probe.field();
                 let port = c[field]["httpGet"]["port"]
                     .as_str()
                     .with_context(|| format!("{dir}/{name}: {field} has no named HTTP port"))?;
@@ -302,10 +301,8 @@ fn the_deployment_passes_only_args_env_and_ports_the_binaries_accept() -> anyhow
         );
         // The Service exposes both metrics ports of the pods it selects.
         let service = find(&objects, "Service", "newresource-controller-metrics")?;
-        let labels = &objects
-            .iter()
-            .find(|o| o["kind"] == "Deployment")
-            .context("no Deployment")?["spec"]["template"]["metadata"]["labels"];
+        let labels =
+            &find(&objects, "Deployment", DEPLOYMENT)?["spec"]["template"]["metadata"]["labels"];
         for (k, v) in service["spec"]["selector"]
             .as_object()
             .context("no selector")?
