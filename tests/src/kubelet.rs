@@ -5,11 +5,14 @@
 //!
 //! What stands in for the parts of a node we do not have:
 //! - **Images.** `leader-sidecar:0.1.0` runs the workspace binary `leader-sidecar` (the
-//!   image's entrypoint; `tests/tests/dockerfiles.rs` checks the Dockerfiles agree).
+//!   image's entrypoint; `tests/tests/dockerfiles.rs` checks the Dockerfiles agree), and
+//!   `newresource-controller-python` runs `python3 examples/python-controller/controller.py`.
 //! - **The service-account volume.** In a pod the binaries find the token under
-//!   `/var/run/secrets/kubernetes.io/serviceaccount`; here `KUBECONFIG` names a kubeconfig
-//!   holding a token requested for the pod's `serviceAccountName` (see [`crate::tokens`]).
-//!   Nothing else of the test's environment reaches the containers.
+//!   `/var/run/secrets/kubernetes.io/serviceaccount`; here a token requested for the pod's
+//!   `serviceAccountName` (see [`crate::tokens`]) reaches them as `KUBECONFIG` (a kubeconfig
+//!   holding it) and as `KUBE_API_SERVER`, `KUBE_TOKEN_FILE` and `KUBE_CA_FILE` (what a client
+//!   of the volume reads, such as the Python controller); see [`PodCredentials`]. Nothing else
+//!   of the test's environment reaches the containers.
 //! - **The pod's network namespace.** All pods share the host's loopback, so every listen
 //!   address in the arguments gets port 0, and a later container's reference to a port an
 //!   earlier container of the same pod listens on (the controller's
@@ -23,7 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
@@ -38,15 +41,61 @@ use crate::web;
 /// A binary the kubelet stand-in knows how to run: its startup log line and the log fields
 /// that carry the addresses bound for each listen flag (aliases included).
 pub struct BinaryInfo {
+    /// The image name (without registry and tag).
     pub name: &'static str,
+    pub program: Program,
+    /// The Dockerfile that builds the image, relative to the repository root.
+    pub dockerfile: &'static str,
     pub startup_line: &'static str,
     pub listeners: &'static [(&'static [&'static str], &'static str)],
 }
 
+/// What an image's entrypoint runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// The workspace binary of the image's name.
+    Workspace,
+    /// `python3 <script>`, the script relative to the repository root.
+    Python(&'static str),
+}
+
+impl BinaryInfo {
+    /// The program and leading arguments that run this image's entrypoint here.
+    pub fn command(&self) -> anyhow::Result<(PathBuf, Vec<String>)> {
+        match self.program {
+            Program::Workspace => Ok((crate::bins::try_binary(self.name)?, Vec::new())),
+            Program::Python(script) => {
+                let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("..")
+                    .join(script);
+                ensure!(script.exists(), "{} not found", script.display());
+                Ok((python3()?, vec![script.display().to_string()]))
+            }
+        }
+    }
+}
+
+/// `python3` from `PATH`, as an absolute path (containers run with a cleared environment).
+fn python3() -> anyhow::Result<PathBuf> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("python3"))
+        .find(|p| p.is_file())
+        .context("python3 is not on PATH")
+}
+
+const CONTROLLER_LISTENERS: &[(&[&str], &str)] = &[
+    (&["--metrics-bind-address"], "metrics"),
+    (&["--health-probe-bind-address"], "health"),
+];
+
 /// The images of this repository.
-pub const BINARIES: [BinaryInfo; 2] = [
+pub const BINARIES: [BinaryInfo; 3] = [
     BinaryInfo {
         name: "leader-sidecar",
+        program: Program::Workspace,
+        dockerfile: "Dockerfile.sidecar",
         startup_line: "leader-sidecar starting",
         listeners: &[
             (&["--listen"], "listen"),
@@ -62,11 +111,18 @@ pub const BINARIES: [BinaryInfo; 2] = [
     },
     BinaryInfo {
         name: "newresource-controller",
+        program: Program::Workspace,
+        dockerfile: "Dockerfile.controller",
         startup_line: "newresource-controller starting",
-        listeners: &[
-            (&["--metrics-bind-address"], "metrics"),
-            (&["--health-probe-bind-address"], "health"),
-        ],
+        listeners: CONTROLLER_LISTENERS,
+    },
+    // examples/python-controller/Dockerfile: the same contract, in Python.
+    BinaryInfo {
+        name: "newresource-controller-python",
+        program: Program::Python("examples/python-controller/controller.py"),
+        dockerfile: "examples/python-controller/Dockerfile",
+        startup_line: "newresource-controller starting",
+        listeners: CONTROLLER_LISTENERS,
     },
 ];
 
@@ -195,11 +251,11 @@ fn env_value(entry: &Value, pod: &str, template: &PodTemplate) -> anyhow::Result
 
 impl RunningPod {
     /// Starts the pod's containers in order, each after the previous one logged its startup
-    /// line. `kubeconfig` carries the service account's token.
+    /// line, with the service account's `credentials`.
     pub async fn start(
         template: &PodTemplate,
         name: &str,
-        kubeconfig: &Path,
+        credentials: &PodCredentials,
     ) -> anyhow::Result<Self> {
         let mut pod = RunningPod {
             name: name.to_owned(),
@@ -208,7 +264,7 @@ impl RunningPod {
             grace: template.termination_grace,
         };
         for spec in &template.containers {
-            let container = pod.start_container(template, spec, kubeconfig).await?;
+            let container = pod.start_container(template, spec, credentials).await?;
             pod.containers.push(container);
         }
         Ok(pod)
@@ -218,7 +274,7 @@ impl RunningPod {
         &mut self,
         template: &PodTemplate,
         spec: &Value,
-        kubeconfig: &Path,
+        credentials: &PodCredentials,
     ) -> anyhow::Result<RunningContainer> {
         let cname = spec["name"]
             .as_str()
@@ -292,15 +348,16 @@ impl RunningPod {
             );
         }
 
-        let mut command = Command::new(crate::bins::try_binary(info.name)?);
-        command.env_clear().args(&args);
+        let (program, leading) = info.command()?;
+        let mut command = Command::new(program);
+        command.env_clear().args(&leading).args(&args);
         for entry in spec["env"].as_array().into_iter().flatten() {
             let key = entry["name"].as_str().context("env entry without a name")?;
             let value = env_value(entry, &self.name, template)
                 .with_context(|| format!("{cname}: env {key}"))?;
             command.env(key, self.point_at_bound_ports(&value));
         }
-        command.env("KUBECONFIG", kubeconfig);
+        command.envs(credentials.env());
         let process = LoggedChild::spawn(&format!("{}/{cname}", self.name), command)?;
         let start = process
             .wait_log(info.startup_line, Duration::from_secs(30))
@@ -454,15 +511,11 @@ impl RunningPod {
     }
 }
 
-/// Writes a kubeconfig for `token` that reaches the same cluster as the current context of
-/// `admin_kubeconfig` (server and CA), for the pods' processes.
-pub fn write_token_kubeconfig(
-    admin_kubeconfig: &Path,
-    token: &str,
-    out: &Path,
-) -> anyhow::Result<()> {
-    let admin = kube::config::Kubeconfig::read_from(admin_kubeconfig)
-        .with_context(|| format!("cannot read {}", admin_kubeconfig.display()))?;
+/// The cluster of the current context of `kubeconfig` (as kubeconfig JSON, with a relative
+/// `certificate-authority` path made absolute) and the context's namespace.
+pub fn current_cluster(kubeconfig: &Path) -> anyhow::Result<(Value, Option<String>)> {
+    let admin = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("cannot read {}", kubeconfig.display()))?;
     let context_name = admin
         .current_context
         .clone()
@@ -486,10 +539,21 @@ pub fn write_token_kubeconfig(
         .map(str::to_owned)
     {
         // Relative CA paths are relative to the original kubeconfig.
-        let base = admin_kubeconfig.parent().unwrap_or(Path::new("."));
+        let base = kubeconfig.parent().unwrap_or(Path::new("."));
         cluster_json["certificate-authority"] =
             Value::String(base.join(path).display().to_string());
     }
+    Ok((cluster_json, context.namespace))
+}
+
+/// Writes a kubeconfig for `token` that reaches the same cluster as the current context of
+/// `admin_kubeconfig` (server and CA), for the pods' processes.
+pub fn write_token_kubeconfig(
+    admin_kubeconfig: &Path,
+    token: &str,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let (cluster_json, namespace) = current_cluster(admin_kubeconfig)?;
     let config = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
@@ -500,7 +564,7 @@ pub fn write_token_kubeconfig(
             "context": {
                 "cluster": "cluster",
                 "user": "service-account",
-                "namespace": context.namespace.clone().unwrap_or_else(|| "default".into()),
+                "namespace": namespace.unwrap_or_else(|| "default".into()),
             },
         }],
         "current-context": "pod",
@@ -508,4 +572,75 @@ pub fn write_token_kubeconfig(
     std::fs::write(out, serde_yaml::to_string(&config)?)
         .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
+}
+
+/// A pod's service-account credentials in both forms a container may read them: a kubeconfig
+/// (`KUBECONFIG`, for kube-rs) and the server, token file and CA file that a client of the
+/// in-cluster volume reads (`KUBE_API_SERVER`, `KUBE_TOKEN_FILE`, `KUBE_CA_FILE`; the Python
+/// controller's flags).
+#[derive(Clone, Debug)]
+pub struct PodCredentials {
+    pub kubeconfig: PathBuf,
+    pub server: String,
+    pub token_file: PathBuf,
+    /// `None` when the server is plain HTTP (the in-memory server) or trusted by the system.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl PodCredentials {
+    /// Writes `token` to `<dir>/<name>.token` and `<dir>/<name>.kubeconfig`, for the cluster of
+    /// the current context of `admin_kubeconfig` (its CA, if inline, to `<dir>/<name>.ca.crt`).
+    pub fn write(
+        admin_kubeconfig: &Path,
+        token: &str,
+        dir: &Path,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        let (cluster, _) = current_cluster(admin_kubeconfig)?;
+        let server = cluster["server"]
+            .as_str()
+            .context("the kubeconfig's cluster has no server")?
+            .to_owned();
+        ensure!(
+            cluster["insecure-skip-tls-verify"] != true,
+            "the kubeconfig skips TLS verification; pods need the cluster's CA"
+        );
+        let ca_file = if let Some(path) = cluster["certificate-authority"].as_str() {
+            Some(PathBuf::from(path))
+        } else if let Some(data) = cluster["certificate-authority-data"].as_str() {
+            use base64::Engine as _;
+            let pem = base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .context("certificate-authority-data is not base64")?;
+            let path = dir.join(format!("{name}.ca.crt"));
+            std::fs::write(&path, pem)?;
+            Some(path)
+        } else {
+            None
+        };
+        let token_file = dir.join(format!("{name}.token"));
+        std::fs::write(&token_file, token)
+            .with_context(|| format!("cannot write {}", token_file.display()))?;
+        let kubeconfig = dir.join(format!("{name}.kubeconfig"));
+        write_token_kubeconfig(admin_kubeconfig, token, &kubeconfig)?;
+        Ok(Self {
+            kubeconfig,
+            server,
+            token_file,
+            ca_file,
+        })
+    }
+
+    /// The environment that hands these credentials to a container.
+    pub fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        let mut env = vec![
+            ("KUBECONFIG", self.kubeconfig.clone().into_os_string()),
+            ("KUBE_API_SERVER", self.server.clone().into()),
+            ("KUBE_TOKEN_FILE", self.token_file.clone().into_os_string()),
+        ];
+        if let Some(ca) = &self.ca_file {
+            env.push(("KUBE_CA_FILE", ca.clone().into_os_string()));
+        }
+        env
+    }
 }

@@ -30,8 +30,10 @@ use serde_json::{Value, json};
 use testkit::apiserver::{ApiServer, Config};
 use testkit::cluster::{TempDir, TestCluster, use_real_cluster};
 use testkit::controller::{ActiveWindow, active_windows, check_no_overlap};
-use testkit::kubelet::{PodTemplate, Probe, RunningPod, binary_of_image, write_token_kubeconfig};
-use testkit::{bins, kubectl, kustomize, manifests, newresources, prom, tokens};
+use testkit::kubelet::{
+    BinaryInfo, PodCredentials, PodTemplate, Probe, RunningPod, binary_of_image,
+};
+use testkit::{kubectl, kustomize, manifests, newresources, prom, tokens};
 
 const WAIT: Duration = Duration::from_secs(60);
 const DEPLOYMENT: &str = "newresource-controller";
@@ -45,10 +47,13 @@ fn render(dir: &str) -> anyhow::Result<Vec<Value>> {
     kustomize::render(&repo().join(dir)).with_context(|| format!("rendering {dir}"))
 }
 
-const INSTALLS: [&str; 3] = [
+const PYTHON_OVERLAY: &str = "deploy/overlays/python-controller";
+
+const INSTALLS: [&str; 4] = [
     "deploy",
     "deploy/overlays/dev",
     "deploy/overlays/production",
+    PYTHON_OVERLAY,
 ];
 
 fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> anyhow::Result<&'a Value> {
@@ -87,12 +92,18 @@ struct Accepted {
     env: BTreeSet<String>,
 }
 
-fn accepted(binary: &str) -> anyhow::Result<Accepted> {
-    let out = std::process::Command::new(bins::binary(binary))
+fn accepted(info: &BinaryInfo) -> anyhow::Result<Accepted> {
+    let (program, leading) = info.command()?;
+    let out = std::process::Command::new(program)
+        .args(leading)
         .arg("--help")
         .output()?;
-    ensure!(out.status.success(), "{binary} --help failed");
-    let help = String::from_utf8(out.stdout)?;
+    ensure!(out.status.success(), "{} --help failed", info.name);
+    // One line: argparse (the Python controller) wraps inside `[env: …]`.
+    let help = String::from_utf8(out.stdout)?
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     let word = |s: &str| {
         s.chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
@@ -197,7 +208,9 @@ fn the_deployment_passes_only_args_env_and_ports_the_binaries_accept() -> anyhow
             let image = c["image"].as_str().context("no image")?;
             let info = binary_of_image(image)?;
             // The image tag is the crate version of the binary it carries.
-            let version = std::process::Command::new(bins::binary(info.name))
+            let (program, leading) = info.command()?;
+            let version = std::process::Command::new(program)
+                .args(leading)
                 .arg("--version")
                 .output()?;
             let version = String::from_utf8(version.stdout)?;
@@ -211,7 +224,7 @@ fn the_deployment_passes_only_args_env_and_ports_the_binaries_accept() -> anyhow
                 "{dir}/{name}: pull policy"
             );
 
-            let accepted = accepted(info.name)?;
+            let accepted = accepted(info)?;
             for arg in strings(&c["args"]) {
                 let flag = arg.split('=').next().unwrap_or(arg);
                 ensure!(
@@ -387,10 +400,8 @@ fn the_pod_is_restricted_sized_and_given_time_to_hand_over() -> anyhow::Result<(
                 "{dir}/{name}: no memory limit"
             );
             // The image's USER is the uid the pod runs as.
-            let dockerfile = match name {
-                "sidecar" => "Dockerfile.sidecar",
-                _ => "Dockerfile.controller",
-            };
+            let image = c["image"].as_str().context("no image")?;
+            let dockerfile = binary_of_image(image)?.dockerfile;
             let uid = dockerfile_user(dockerfile)?;
             ensure!(uid != 0, "{dockerfile}: root");
             ensure!(
@@ -511,9 +522,8 @@ async fn start_pod(
         Duration::from_secs(3600),
     )
     .await?;
-    let kubeconfig = dir.path().join(format!("{name}.kubeconfig"));
-    write_token_kubeconfig(admin_kubeconfig, &token, &kubeconfig)?;
-    RunningPod::start(template, name, &kubeconfig).await
+    let credentials = PodCredentials::write(admin_kubeconfig, &token, dir.path(), name)?;
+    RunningPod::start(template, name, &credentials).await
 }
 
 fn windows_of(pods: &[RunningPod]) -> anyhow::Result<Vec<(String, Vec<ActiveWindow>)>> {
@@ -546,6 +556,25 @@ async fn wait_leader(pods: &[RunningPod], exclude: Option<usize>) -> anyhow::Res
 
 #[tokio::test]
 async fn the_deployment_runs_with_its_service_account() -> anyhow::Result<()> {
+    runs_with_its_service_account("deploy").await
+}
+
+/// The same with the Python controller in place of the Rust one: the swap changes only the
+/// image, and the Python controller needs no more RBAC.
+#[tokio::test]
+async fn the_python_controller_overlay_runs_with_the_same_service_account() -> anyhow::Result<()> {
+    let objects = render(PYTHON_OVERLAY)?;
+    let template = PodTemplate::of_deployment(&objects, DEPLOYMENT)?;
+    let image = template.container("controller")?["image"].as_str();
+    ensure!(
+        image == Some("newresource-controller-python:0.1.0"),
+        "the overlay runs {image:?}"
+    );
+    runs_with_its_service_account(PYTHON_OVERLAY).await
+}
+
+/// Installs `dir` and runs its Deployment (see [`run_deployment`]).
+async fn runs_with_its_service_account(dir: &str) -> anyhow::Result<()> {
     let real = use_real_cluster();
     let cluster = TestCluster::start_with(Config {
         rbac: true,
@@ -553,7 +582,7 @@ async fn the_deployment_runs_with_its_service_account() -> anyhow::Result<()> {
     })
     .await?;
     let admin = cluster.client();
-    let objects = render("deploy")?;
+    let objects = render(dir)?;
     let template = PodTemplate::of_deployment(&objects, DEPLOYMENT)?;
     if real {
         let namespaces: Api<Namespace> = Api::all(admin.clone());

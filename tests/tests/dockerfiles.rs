@@ -286,8 +286,12 @@ struct DockerIgnore {
 
 impl DockerIgnore {
     fn load() -> DockerIgnore {
-        let text =
-            std::fs::read_to_string(repo_root().join(".dockerignore")).expect("read .dockerignore");
+        Self::load_from(&repo_root())
+    }
+
+    /// The `.dockerignore` of the build context `dir`.
+    fn load_from(dir: &Path) -> DockerIgnore {
+        let text = std::fs::read_to_string(dir.join(".dockerignore")).expect("read .dockerignore");
         let mut raw = Vec::new();
         let mut patterns = Vec::new();
         for line in text.lines().map(str::trim) {
@@ -1010,4 +1014,113 @@ fn the_parsers_read_what_docker_reads() {
         default_listen_ports(help),
         BTreeMap::from([(4040, true), (4041, false), (8080, false)])
     );
+}
+
+/// `examples/python-controller/Dockerfile`, whose build context is its own folder: one
+/// distroless Python stage, the same user and ports as the Rust controller's image, every
+/// module of the controller copied (a missing one would fail only at import time, in the
+/// cluster) and its tests left out.
+#[test]
+fn the_python_controller_image_carries_every_module_and_nothing_else() {
+    let context = repo_root().join("examples/python-controller");
+    let file = "examples/python-controller/Dockerfile";
+    let df = Dockerfile::load(file);
+    assert_eq!(df.stages.len(), 1, "{file}: nothing to build, one stage");
+    let runtime = df.last();
+    assert!(
+        runtime.base.starts_with("gcr.io/distroless/python3-")
+            && runtime.base.ends_with(":nonroot"),
+        "{file}: a distroless Python :nonroot base, not {}",
+        runtime.base
+    );
+    assert!(
+        runtime.all("RUN").next().is_none(),
+        "{file}: no shell for RUN"
+    );
+
+    // The same numeric user as the Rust controller's image (the Deployment's runAsUser).
+    let user = |df: &Dockerfile| df.last().all("USER").last().map(|u| u.args.clone());
+    let rust = Dockerfile::load("Dockerfile.controller");
+    assert_eq!(user(&df), user(&rust), "{file}: USER");
+
+    let eps: Vec<&Instruction> = runtime.all("ENTRYPOINT").collect();
+    assert_eq!(eps.len(), 1, "{file}: one ENTRYPOINT");
+    let argv: Vec<String> = serde_json::from_str(&eps[0].args).expect("exec-form ENTRYPOINT");
+    assert_eq!(argv, ["python3", "/app/controller.py"], "{file}");
+
+    // What the COPY globs take from the context (top level only: `*` matches no `/`).
+    let ignore = DockerIgnore::load_from(&context);
+    let mut copied = BTreeSet::new();
+    for copy in runtime.all("COPY") {
+        let (_, sources, dest) = copy_parts(&copy.args);
+        assert_eq!(dest, "/app/", "{file}:{}: COPY into /app/", copy.line);
+        for entry in std::fs::read_dir(&context).expect("read the context") {
+            let name = entry.expect("a directory entry").file_name();
+            let name = name.to_string_lossy().into_owned();
+            if sources.iter().any(|g| glob_match(g, &name)) && !ignore.excludes(&name) {
+                copied.insert(name);
+            }
+        }
+    }
+    let modules: BTreeSet<String> = std::fs::read_dir(&context)
+        .expect("read the context")
+        .map(|e| {
+            e.expect("a directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|n| n.ends_with(".py"))
+        .collect();
+    assert!(modules.contains("controller.py"), "{modules:?}");
+    assert_eq!(
+        copied, modules,
+        "{file}: COPY takes exactly the controller's modules"
+    );
+    assert!(
+        ignore.excludes("tests/test_gate.py") && ignore.excludes("__pycache__/x.pyc"),
+        "{file}: .dockerignore leaves tests and bytecode out"
+    );
+
+    // The root filesystem is read-only in the Deployment: no bytecode is written.
+    let env: Vec<String> = runtime
+        .all("ENV")
+        .flat_map(|e| label_pairs(&e.args))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    assert!(
+        env.iter().any(|e| e == "PYTHONDONTWRITEBYTECODE=1"),
+        "{file}: {env:?}"
+    );
+
+    let labels: BTreeMap<String, String> = runtime
+        .all("LABEL")
+        .flat_map(|l| label_pairs(&l.args))
+        .collect();
+    for key in REQUIRED_LABELS {
+        assert!(labels.contains_key(key), "{file}: label {key} missing");
+    }
+
+    // EXPOSE: the ports the controller listens on by default, as its --help says.
+    let out = Command::new("python3")
+        .arg(context.join("controller.py"))
+        .arg("--help")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("run python3 controller.py --help");
+    assert!(out.status.success(), "controller.py --help failed");
+    // argparse wraps its help at the terminal width, inside `[default: …]` too.
+    let help = String::from_utf8(out.stdout).expect("UTF-8 help");
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    let public: BTreeSet<u16> = default_listen_ports(&help)
+        .into_iter()
+        .filter(|(_, lo)| !lo)
+        .map(|(p, _)| p)
+        .collect();
+    let exposed: BTreeSet<u16> = runtime
+        .all("EXPOSE")
+        .flat_map(|e| e.args.split_whitespace())
+        .map(|p| p.parse().expect("EXPOSE <port>"))
+        .collect();
+    assert_eq!(exposed, public, "{file}: EXPOSE vs --help:\n{help}");
 }

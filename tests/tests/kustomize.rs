@@ -891,6 +891,7 @@ fn deploy_dirs() -> Vec<PathBuf> {
         "deploy/base",
         "deploy/overlays/dev",
         "deploy/overlays/production",
+        "deploy/overlays/python-controller",
     ]
     .iter()
     .map(|d| root.join(d))
