@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 use tokio::process::Command;
 
+use crate::apiserver::audit::AuditRecord;
 use crate::process::{LoggedChild, message, timestamp};
 use crate::web;
 
@@ -169,6 +170,50 @@ pub fn check_no_overlap(controllers: &[(&str, Vec<ActiveWindow>)]) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+/// Successful status writes to NewResources (`update` or `patch` of `newresources/status`
+/// answered below 300), in the order the API server answered them.
+pub fn status_writes(records: &[AuditRecord]) -> Vec<&AuditRecord> {
+    records
+        .iter()
+        .filter(|r| {
+            r.resource == "newresources"
+                && r.subresource.as_deref() == Some("status")
+                && matches!(r.verb.as_str(), "update" | "patch")
+                && r.code < 300
+        })
+        .collect()
+}
+
+/// Fails unless every successful status write was answered while its writer (the API user
+/// named with its windows) was the controller whose window had started most recently: so no
+/// write of a deposed controller landed after another one took over. Returns how many writes
+/// were checked.
+pub fn check_writes_inside_windows(
+    records: &[AuditRecord],
+    controllers: &[(&str, Vec<ActiveWindow>)],
+) -> anyhow::Result<usize> {
+    let mut starts: Vec<(i64, &str)> = controllers
+        .iter()
+        .flat_map(|(who, ws)| ws.iter().map(move |w| (w.start.as_millisecond(), *who)))
+        .collect();
+    starts.sort();
+    let writes = status_writes(records);
+    for w in &writes {
+        let active = starts
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= w.at_ms)
+            .map(|(_, who)| *who);
+        anyhow::ensure!(
+            active == Some(w.user.as_str()),
+            "status write by {} at {} ms while the active controller was {active:?}: {w:?}",
+            w.user,
+            w.at_ms
+        );
+    }
+    Ok(writes.len())
 }
 
 #[cfg(test)]

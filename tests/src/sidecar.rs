@@ -22,6 +22,17 @@ pub const FAST_TIMINGS: [&str; 6] = [
     "500ms",
 ];
 
+/// Election timings with a 60 s lease (40 s renew deadline, 500 ms retry period), for
+/// handover scenarios: a takeover within a suite's waits can then only come from a release.
+pub const LONG_LEASE_TIMINGS: [&str; 6] = [
+    "--lease-duration",
+    "60s",
+    "--renew-deadline",
+    "40s",
+    "--retry-period",
+    "500ms",
+];
+
 /// How to start one sidecar.
 #[derive(Clone, Debug)]
 pub struct SidecarSpec {

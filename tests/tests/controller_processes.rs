@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
 use newresource_controller::crd::NewResource;
-use testkit::apiserver::audit::AuditRecord;
 use testkit::cluster::TestCluster;
 use testkit::controller::{
-    ActiveWindow, ControllerProcess, ControllerSpec, WINDOW_ENDED, WINDOW_STARTED, check_no_overlap,
+    ActiveWindow, ControllerProcess, ControllerSpec, WINDOW_ENDED, WINDOW_STARTED,
+    check_no_overlap, check_writes_inside_windows, status_writes,
 };
 use testkit::newresources;
 use testkit::pod::{Pod, PodSpec};
-use testkit::sidecar::{FAST_TIMINGS, SidecarSpec};
+use testkit::sidecar::{FAST_TIMINGS, LONG_LEASE_TIMINGS, SidecarSpec};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -71,48 +71,6 @@ async fn wait_ready(api: &Api<NewResource>, prefix: &str, n: usize) -> anyhow::R
     newresources::wait_ready(api, &newresources::names(prefix, 0..n), WAIT)
         .await
         .map(drop)
-}
-
-/// Successful status writes to NewResources, per API user.
-fn status_writes(records: &[AuditRecord]) -> Vec<&AuditRecord> {
-    records
-        .iter()
-        .filter(|r| {
-            r.resource == "newresources"
-                && r.subresource.as_deref() == Some("status")
-                && matches!(r.verb.as_str(), "update" | "patch")
-                && r.code < 300
-        })
-        .collect()
-}
-
-/// Every status write must have been answered while its writer was the controller that
-/// became active most recently: then no write of a deposed controller landed after another
-/// one took over.
-fn check_writes_inside_windows(
-    records: &[AuditRecord],
-    controllers: &[(&str, Vec<ActiveWindow>)],
-) -> anyhow::Result<usize> {
-    let mut starts: Vec<(i64, &str)> = controllers
-        .iter()
-        .flat_map(|(who, ws)| ws.iter().map(move |w| (w.start.as_millisecond(), *who)))
-        .collect();
-    starts.sort();
-    let writes = status_writes(records);
-    for w in &writes {
-        let active = starts
-            .iter()
-            .rev()
-            .find(|(at, _)| *at <= w.at_ms)
-            .map(|(_, who)| *who);
-        anyhow::ensure!(
-            active == Some(w.user.as_str()),
-            "status write by {} at {} ms while the active controller was {active:?}: {w:?}",
-            w.user,
-            w.at_ms
-        );
-    }
-    Ok(writes.len())
 }
 
 /// Waits until a probe answers `code`.
@@ -255,15 +213,7 @@ async fn sigterm_hands_over_through_the_yield() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     newresources::install_crd(&cluster.client()).await?;
     // A 60 s lease: a takeover within the wait below can only come from the release.
-    let long_lease = [
-        "--lease-duration",
-        "60s",
-        "--renew-deadline",
-        "40s",
-        "--retry-period",
-        "500ms",
-    ];
-    let mut pods = start_pods(&cluster, "nr", &["pod-a", "pod-b"], &long_lease).await?;
+    let mut pods = start_pods(&cluster, "nr", &["pod-a", "pod-b"], &LONG_LEASE_TIMINGS).await?;
     let leader = nth_window_started(&[&pods[0], &pods[1]], &[1, 1]).await?;
     let standby = 1 - leader;
     let api: Api<NewResource> = Api::namespaced(cluster.client(), cluster.namespace());

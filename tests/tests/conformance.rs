@@ -1,0 +1,112 @@
+//! The controller conformance suite (`testkit::conformance`) for both controllers of this
+//! repository: `newresource-controller` (Rust) and `examples/python-controller` (Python, run by
+//! `python3` from `PATH`). Any overlap of active windows fails a scenario. Run another
+//! controller through the same scenarios with the `conformance` tool:
+//! `cargo run -p tests --bin conformance -- <command line>`.
+//!
+//! Each test prints its summary line (`cargo test -p tests --test conformance -- --nocapture`).
+
+use testkit::conformance::{self, ControllerCommand, Scenario};
+
+async fn passes(
+    controller: anyhow::Result<ControllerCommand>,
+    scenario: Scenario,
+) -> anyhow::Result<()> {
+    let controller = controller?;
+    let summary = conformance::run(&controller, scenario).await?;
+    println!("conformance: {summary}");
+    Ok(())
+}
+
+macro_rules! scenarios {
+    ($controller:ident) => {
+        mod $controller {
+            use super::*;
+
+            #[tokio::test]
+            async fn steady_state() -> anyhow::Result<()> {
+                passes(ControllerCommand::$controller(), Scenario::SteadyState).await
+            }
+
+            #[tokio::test]
+            async fn kill_9_of_the_leading_sidecar() -> anyhow::Result<()> {
+                passes(
+                    ControllerCommand::$controller(),
+                    Scenario::KillLeadingSidecar,
+                )
+                .await
+            }
+
+            #[tokio::test]
+            async fn sigterm_handover() -> anyhow::Result<()> {
+                passes(ControllerCommand::$controller(), Scenario::SigtermHandover).await
+            }
+
+            #[tokio::test]
+            async fn leading_sidecar_frozen_with_sigstop() -> anyhow::Result<()> {
+                passes(ControllerCommand::$controller(), Scenario::FrozenSidecar).await
+            }
+
+            #[tokio::test]
+            async fn api_partition_of_the_leading_sidecar() -> anyhow::Result<()> {
+                passes(ControllerCommand::$controller(), Scenario::ApiPartition).await
+            }
+        }
+    };
+}
+
+scenarios!(rust);
+scenarios!(python);
+
+/// The Python controller's own unit tests (`python3 -m unittest`), so that one test command
+/// covers both languages.
+#[test]
+fn python_controller_unit_tests_pass() -> anyhow::Result<()> {
+    let dir = conformance::repo_root().join("examples/python-controller");
+    let out = std::process::Command::new("python3")
+        .args(["-m", "unittest", "discover", "-s", "tests"])
+        .current_dir(&dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(
+        out.status.success(),
+        "python3 -m unittest failed ({}):\n{stderr}",
+        out.status
+    );
+    // unittest reports "Ran N tests"; an empty discovery would be a silent pass.
+    let ran = stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Ran ")?
+                .split_whitespace()
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
+        .unwrap_or(0);
+    anyhow::ensure!(ran > 0, "no Python tests ran:\n{stderr}");
+    println!("python unit tests: {ran} passed");
+    Ok(())
+}
+
+/// The suite catches what it is for: a controller that keeps acting after its sidecar died
+/// (`tests/fixtures/sticky-controller.py` takes one grant and never looks again) fails with an
+/// overlap.
+#[tokio::test]
+async fn a_controller_that_ignores_lost_leadership_fails_with_an_overlap() -> anyhow::Result<()> {
+    let sticky = conformance::repo_root().join("tests/fixtures/sticky-controller.py");
+    let controller =
+        ControllerCommand::from_argv(vec!["python3".into(), sticky.display().to_string()])?;
+    let Err(e) = conformance::run(&controller, Scenario::KillLeadingSidecar).await else {
+        anyhow::bail!("the sticky controller passed the kill -9 scenario");
+    };
+    let message = format!("{e:#}");
+    anyhow::ensure!(
+        message.contains("active windows overlap"),
+        "failed for another reason: {message}"
+    );
+    let cause = message.lines().next().unwrap_or_default();
+    println!("conformance: the sticky controller fails as it should: {cause}");
+    Ok(())
+}
