@@ -14,24 +14,14 @@
 //!
 //! # The interface a controller must offer
 //!
-//! The suite passes everything through the environment, with the variable names of
-//! `newresource-controller`'s flags (see `docs/leader-api.md`, "Conformance"):
-//!
-//! | variable | value |
-//! |---|---|
-//! | `LEADER_URL` | `http://127.0.0.1:<port>` of the pod's sidecar |
-//! | `WATCH_NAMESPACE` | the test's namespace: reconcile only there |
-//! | `KUBECONFIG` | a kubeconfig holding the controller's own service-account token |
-//! | `KUBE_API_SERVER`, `KUBE_TOKEN_FILE`, `KUBE_CA_FILE` | the same access without a kubeconfig (`KUBE_CA_FILE` unset over plain HTTP) |
-//! | `LOG_FORMAT` | `json` |
-//! | `HEALTH_PROBE_BIND_ADDRESS`, `METRICS_BIND_ADDRESS` | `127.0.0.1:0` |
-//!
-//! and expects on stderr JSON log lines in tracing's shape (`{"timestamp", "level",
-//! "fields": {"message", ...}}`): `newresource-controller starting` with the bound `health`
-//! address, `active window started` / `active window ended` with the `term`; `/readyz` and
-//! `/healthz` on the health address; exit status 0 after SIGTERM, having yielded. The
-//! controller's service account gets only the rules of the `newresource-controller`
-//! ClusterRole of `deploy/base/rbac.yaml`, as a Role in the test's namespace.
+//! Everything reaches the controller through its environment, with the variable names of
+//! `newresource-controller`'s flags (`LEADER_URL`, `WATCH_NAMESPACE`, `KUBECONFIG` or
+//! `KUBE_API_SERVER` + `KUBE_TOKEN_FILE` + `KUBE_CA_FILE`, `LOG_FORMAT=json`, the probe and
+//! metrics addresses: see [`spawn_controller`]); it answers with tracing-shaped JSON logs, probes
+//! and a clean exit after SIGTERM. `docs/leader-api.md`, "Conformance", is the one description
+//! of that interface. The controller's service account gets only the rules of the
+//! `newresource-controller` ClusterRole of `deploy/base/rbac.yaml`, as a Role in the test's
+//! namespace.
 
 use std::fmt;
 use std::net::SocketAddr;
