@@ -259,3 +259,39 @@ async fn user_agent_rule_fails_only_that_client() -> anyhow::Result<()> {
     assert_eq!(fine.status().as_u16(), 200);
     Ok(())
 }
+
+#[tokio::test]
+async fn stall_rule_holds_requests_and_serves_them_all_when_removed() -> anyhow::Result<()> {
+    let server = ApiServer::start(Config::default()).await?;
+    let leases: Api<Lease> = Api::namespaced(server.admin_client(), "default");
+    let rule = server.faults().add(FaultSpec {
+        matcher: FaultMatch {
+            resource: Some("leases".into()),
+            ..FaultMatch::default()
+        },
+        action: FaultAction::Stall,
+        times: None,
+    });
+    let pp = PostParams::default();
+    let writes: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|holder| {
+            let leases = leases.clone();
+            let pp = pp.clone();
+            tokio::spawn(async move { leases.create(&pp, &lease("shared", holder)).await })
+        })
+        .collect();
+    // Both creates are held, and the server says whose they are.
+    server.faults().wait_hung(2).await;
+    assert_eq!(server.faults().held_users(), ["admin", "admin"]);
+    server.faults().remove(rule);
+    // Released together: one create wins, the other gets AlreadyExists.
+    let mut codes = Vec::new();
+    for w in writes {
+        codes.push(code_of(w.await?));
+    }
+    codes.sort_unstable();
+    assert_eq!(codes, [200, 409]);
+    assert!(server.faults().held_users().is_empty());
+    Ok(())
+}

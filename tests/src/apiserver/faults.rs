@@ -50,6 +50,9 @@ pub enum FaultAction {
     },
     /// Never answer; when the rule is removed the connection is closed without a response.
     Hang,
+    /// Hold the request until the rule is removed, then serve it: an API server that stalls
+    /// (a slow etcd, a full queue) and recovers, answering everything queued at once.
+    Stall,
 }
 
 /// A rule as submitted: `times` limits how many requests it affects (unset = until removed).
@@ -106,6 +109,8 @@ pub enum Decision {
     },
     /// Hang until the rule with this id is gone.
     Hang(u64),
+    /// Wait until the rule with this id is gone, then serve.
+    Stall(u64),
 }
 
 #[derive(Default)]
@@ -123,6 +128,8 @@ pub struct Faults {
     drop_watches: watch::Sender<u64>,
     /// How many requests are hanging right now (tests wait for a request to be held).
     hung: watch::Sender<usize>,
+    /// The users whose requests are held right now, one entry per request.
+    held_users: Mutex<Vec<String>>,
 }
 
 impl Default for Faults {
@@ -132,6 +139,7 @@ impl Default for Faults {
             changed: watch::channel(0).0,
             drop_watches: watch::channel(0).0,
             hung: watch::channel(0).0,
+            held_users: Mutex::new(Vec::new()),
         }
     }
 }
@@ -216,6 +224,7 @@ impl Faults {
             FaultAction::LatencyMs(ms) => Decision::Delay(Duration::from_millis(ms)),
             FaultAction::Error { code, retry_after } => Decision::Fail { code, retry_after },
             FaultAction::Hang => Decision::Hang(rule.id),
+            FaultAction::Stall => Decision::Stall(rule.id),
         }
     }
 
@@ -254,6 +263,34 @@ impl Faults {
         self.hung.send_modify(|n| *n += 1);
         let _held = Held(&self.hung);
         self.until_removed(id).await;
+    }
+
+    /// Holds a request of `user` until rule `id` is removed, like [`Faults::hold`], and lists
+    /// the user in [`Faults::held_users`] meanwhile.
+    pub async fn hold_request(&self, id: u64, user: &str) {
+        struct Listed<'a>(&'a Mutex<Vec<String>>, &'a str);
+        impl Drop for Listed<'_> {
+            fn drop(&mut self) {
+                let mut users = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(i) = users.iter().position(|u| u == self.1) {
+                    users.swap_remove(i);
+                }
+            }
+        }
+        self.held_users
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(user.to_owned());
+        let _listed = Listed(&self.held_users, user);
+        self.hold(id).await;
+    }
+
+    /// The users whose requests (not watches) are held right now, one entry per request.
+    pub fn held_users(&self) -> Vec<String> {
+        self.held_users
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Resolves once at least `n` requests are being held by hang rules.

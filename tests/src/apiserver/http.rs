@@ -300,8 +300,9 @@ pub async fn handle(
             state.audit.push(record);
             return Ok(error_response(&err));
         }
+        Decision::Stall(id) => state.faults.hold_request(id, &user.name).await,
         Decision::Hang(id) => {
-            state.faults.hold(id).await;
+            state.faults.hold_request(id, &user.name).await;
             // The partition healed: the request is lost, as a cut connection would lose it.
             return Err(std::io::Error::new(
                 std::io::ErrorKind::ConnectionAborted,
