@@ -30,10 +30,17 @@
 //! Step 3 is also what client-go's elector does, so ours and client-go's interoperate on one
 //! Lease: we write the same fields in the same format (`holderIdentity`, `leaseDurationSeconds`,
 //! `acquireTime`, `renewTime` with microseconds, `leaseTransitions`), and release it the way
-//! client-go does (holder `""`, `leaseDurationSeconds: 1`).
+//! client-go does (holder `""`, `leaseDurationSeconds: 1`). One difference costs margin: client-go
+//! compares records with their times cut to whole seconds, so it may not notice a renew made
+//! in the same second as the one before, and counts its wait from an observation up to a
+//! second older than ours would be. Against client-go standbys the margin of step 3 is
+//! therefore `lease_duration - renew_deadline - 1 s`; the default timings leave 4 s.
 //!
 //! Every new tenure increments `leaseTransitions`; its new value is the tenure's *term*, a
-//! fencing token that grows with every tenure of any elector that follows this rule.
+//! fencing token that grows with every tenure of any elector that follows this rule. A writer
+//! that does not (a Lease recreated, or overwritten without `leaseTransitions`) cannot make it
+//! go back for us either: a new tenure's term is one more than the highest term this process
+//! has seen, not only than the one in the Lease it replaces.
 
 use std::time::Duration;
 
@@ -290,6 +297,8 @@ pub struct Elector {
     unconfirmed: Option<Unconfirmed>,
     changes: Vec<Change>,
     rng: u64,
+    /// The highest `leaseTransitions` seen in any record (ours or observed).
+    highest_term: i32,
 }
 
 impl Elector {
@@ -317,6 +326,7 @@ impl Elector {
             unconfirmed: None,
             changes: Vec::new(),
             rng: jitter_seed | 1,
+            highest_term: 0,
         }
     }
 
@@ -605,6 +615,7 @@ impl Elector {
 
     fn observe(&mut self, lease: &Lease, now: Instant) {
         let record = LeaseRecord::of(lease);
+        self.highest_term = self.highest_term.max(record.lease_transitions.unwrap_or(0));
         let previous = match &self.knowledge {
             Knowledge::Present(o) => {
                 // Watch events may arrive after a read that returned something newer. Where
@@ -683,7 +694,13 @@ impl Elector {
         let (mut lease, create, transitions) = match current {
             Some(l) => {
                 let old = LeaseRecord::of(l).lease_transitions.unwrap_or(0);
-                (l.clone(), false, old.saturating_add(1).max(1))
+                let term = old.max(self.highest_term).saturating_add(1).max(1);
+                (l.clone(), false, term)
+            }
+            // A Lease that never existed starts at 0, as client-go's does; one that was deleted
+            // after we saw it continues from what we saw.
+            None if self.highest_term > 0 => {
+                (self.new_lease(), true, self.highest_term.saturating_add(1))
             }
             None => (self.new_lease(), true, 0),
         };

@@ -702,3 +702,34 @@ async fn tenures_never_overlap_under_random_delays_failures_and_freezes() {
     // The schedule is meant to move leadership around; make sure it did.
     assert!(handovers >= 40, "only {handovers} handovers in 40 runs");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_writer_that_wipes_lease_transitions_cannot_make_the_term_go_back() {
+    let mut store = Store::default();
+    let mut e = elector("a");
+    // We have seen term 4 (a foreign holder's record).
+    store.put(foreign("x", 15, wall()));
+    settle(&mut e, &mut store, free());
+    assert!(e.tenure(Instant::now()).is_none());
+    // Another client overwrites it without leaseTransitions…
+    let mut wiped = foreign("y", 15, wall());
+    wiped.spec.as_mut().expect("spec").lease_transitions = None;
+    store.put(wiped);
+    e.on_read(store.get().as_ref(), Instant::now());
+    advance(15 * SECOND).await;
+    settle(&mut e, &mut store, free());
+    // …yet our tenure comes after the term we saw.
+    assert_eq!(e.tenure(Instant::now()).map(|t| t.term), Some(5));
+    // A Lease deleted and created again continues from there too.
+    let mut e = elector("b");
+    store.put(foreign("x", 15, wall()));
+    settle(&mut e, &mut store, free());
+    store.lease = None;
+    e.on_read(None, Instant::now());
+    settle(&mut e, &mut store, free());
+    assert_eq!(e.tenure(Instant::now()).map(|t| t.term), Some(5));
+    assert_eq!(
+        spec(&store.get().expect("created")).lease_transitions,
+        Some(5)
+    );
+}
