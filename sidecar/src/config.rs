@@ -78,7 +78,8 @@ pub struct Args {
     )]
     pub admin_listen: SocketAddr,
 
-    /// Most connections served at once on each port; more are closed on accept.
+    /// Most connections open at once on each port. At the limit a new connection closes the
+    /// oldest one that has not sent a request yet (lowered to fit the open-file limit).
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
 

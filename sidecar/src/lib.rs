@@ -6,7 +6,7 @@
 //! - [`leadership`]: grants handed to the local controller, bounded by the tenure;
 //! - [`runner`]: drives the elector against the API server ([`lease_api`]);
 //! - [`http`]: the leader API and the admin port; [`contract`]: the bodies they serve;
-//! - [`config`], [`cli`], [`metrics`].
+//! - [`config`], [`cli`], [`metrics`], [`rlimit`] (the open-file limit).
 
 pub mod cli;
 pub mod config;
@@ -16,4 +16,5 @@ pub mod http;
 pub mod leadership;
 pub mod lease_api;
 pub mod metrics;
+pub mod rlimit;
 pub mod runner;

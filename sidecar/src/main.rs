@@ -12,6 +12,7 @@ use leader_sidecar::http::{self, Admin, Api};
 use leader_sidecar::leadership::Leadership;
 use leader_sidecar::lease_api::{LeaseApi, watch_lease};
 use leader_sidecar::metrics::Metrics;
+use leader_sidecar::rlimit;
 use leader_sidecar::runner::{self, Command, Heartbeat, Runner};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -30,11 +31,25 @@ fn main() -> ExitCode {
     cli::run_main(runtime, run(settings))
 }
 
+/// Listen backlog: connections the kernel completes and queues until we accept them. Std's 128
+/// overflows when a local process opens connections in bursts faster than the accept loop
+/// takes them; the kernel then drops SYNs, and a controller connecting at that moment waits
+/// for its SYN retransmit (1 s, then 3 s), longer than a grant. The kernel caps it at
+/// `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: i32 = 4096;
+
 fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr)
-        .with_context(|| format!("cannot listen on {addr} ({flag})"))?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
+    let listen = || -> std::io::Result<std::net::TcpListener> {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        // As std does: a restarted sidecar can bind while old connections are in TIME_WAIT.
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        socket.set_nonblocking(true)?;
+        Ok(socket.into())
+    };
+    listen().with_context(|| format!("cannot listen on {addr} ({flag})"))
 }
 
 /// Serves the leader API and the admin port on a thread and runtime of their own.
@@ -97,6 +112,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let client = kube::Client::try_from(config).context("cannot build the Kubernetes client")?;
     let lease_ref = format!("{namespace}/{}", settings.lease_name);
 
+    // Every connection is a file descriptor: raise the soft limit to the hard one (as Go's
+    // runtime does) and keep --max-connections within it, so that accept never fails with
+    // EMFILE (see leader_sidecar::rlimit). Warnings come after the startup line, which tools
+    // expect first.
+    let raised = rlimit::raise_nofile();
+    let requested = settings.max_connections;
+    let max_connections = match &raised {
+        Ok(r) => requested.min(rlimit::connections_allowed(r.limits.soft)),
+        Err(_) => requested,
+    };
     let api_listener = bind(settings.listen, "--listen")?;
     let admin_listener = bind(settings.admin_listen, "--admin-listen")?;
     tracing::info!(
@@ -104,8 +129,35 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         lease = %lease_ref,
         listen = %api_listener.local_addr()?,
         admin = %admin_listener.local_addr()?,
+        max_connections,
+        open_files_limit = raised.as_ref().ok().map(|r| r.limits.soft),
         "leader-sidecar starting"
     );
+    match &raised {
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot read the open-file limit (RLIMIT_NOFILE); --max-connections is not checked against it"
+        ),
+        Ok(r) => {
+            if let Some(e) = &r.error {
+                tracing::warn!(
+                    error = %e,
+                    soft = r.limits.soft,
+                    hard = r.limits.hard,
+                    "cannot raise the open-file limit (RLIMIT_NOFILE) to its hard limit"
+                );
+            }
+            if max_connections < requested {
+                tracing::warn!(
+                    requested,
+                    max_connections,
+                    open_files_limit = r.limits.soft,
+                    reserved = rlimit::RESERVED_FDS,
+                    "--max-connections lowered to what the open-file limit allows per port"
+                );
+            }
+        }
+    }
 
     let metrics = Metrics::new(&settings.lease_name);
     let leadership = Arc::new(Leadership::new(
@@ -131,13 +183,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         heartbeat: heartbeat.clone(),
         wedged_after: timings.lease_duration * 2,
     };
-    spawn_http(
-        api_listener,
-        api,
-        admin_listener,
-        admin,
-        settings.max_connections,
-    )?;
+    spawn_http(api_listener, api, admin_listener, admin, max_connections)?;
 
     let leases = LeaseApi::new(
         client.clone(),

@@ -1,3 +1,4 @@
+pub mod abuse;
 pub mod apiserver;
 pub mod bins;
 pub use leader_sidecar::cli;
