@@ -2,6 +2,7 @@ pub mod abuse;
 pub mod apiserver;
 pub mod bins;
 pub use leader_sidecar::cli;
+pub mod clientgo;
 pub mod cluster;
 pub mod conformance;
 pub mod controller;
