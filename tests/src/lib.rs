@@ -20,3 +20,4 @@ pub mod sidecar;
 pub mod timeline;
 pub mod tokens;
 pub mod web;
+pub mod world;

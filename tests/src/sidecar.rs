@@ -44,6 +44,8 @@ pub struct SidecarSpec {
     pub args: Vec<String>,
     /// The leader API address [default: `127.0.0.1:0`]; a restarted sidecar reuses its port.
     pub listen: Option<SocketAddr>,
+    /// Extra environment of the process (e.g. libfaketime's `LD_PRELOAD`).
+    pub env: Vec<(String, String)>,
 }
 
 impl SidecarSpec {
@@ -55,6 +57,7 @@ impl SidecarSpec {
             identity: identity.to_owned(),
             args: Vec::new(),
             listen: None,
+            env: Vec::new(),
         }
     }
 
@@ -99,6 +102,7 @@ impl Sidecar {
             .to_string();
         let mut command = Command::new(&bin);
         command
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .arg("--kubeconfig")
             .arg(&spec.kubeconfig)
             .args([
