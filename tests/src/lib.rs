@@ -6,6 +6,7 @@ pub mod clientgo;
 pub mod cluster;
 pub mod conformance;
 pub mod controller;
+pub mod fault_suite;
 pub mod fixtures;
 pub mod kubectl;
 pub mod kubelet;
