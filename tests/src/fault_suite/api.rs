@@ -78,30 +78,46 @@ pub async fn outage(w: &mut World) -> anyhow::Result<Vec<String>> {
     )])
 }
 
-/// Every Lease request is served only after 1.5 s, beyond the sidecars' request timeout
-/// (`--api-timeout`, half the 2 s renew deadline): each renew times out on the client while
-/// the API server may still apply it later. For twice the lease the leader cannot know that it
-/// renewed, so it must step down; a standby's acquire that times out but lands must not make
-/// two leaders. The controllers' own requests are not slowed.
+/// Every request of every pod (sidecars and controllers) is served only after 1.5 s, beyond
+/// the sidecars' request timeout (`--api-timeout`, half the 2 s renew deadline), while new
+/// objects arrive. Each renew times out on the client while the API server may still apply it
+/// later, so for twice the lease the leader cannot know that it renewed and must step down; a
+/// standby's acquire that times out but lands must not make two leaders; and the leader's
+/// status writes, slowed too, must not land after another controller took over.
 pub async fn slow(w: &mut World) -> anyhow::Result<Vec<String>> {
     let leader = w.window_opens(&[]).await?;
     w.create("before", 10).await?;
     w.all_ready().await?;
     let server = w.server("a slow API")?;
-    let rule = server.faults().add(FaultSpec {
+    let mut users = Vec::new();
+    for i in 0..w.pods.len() {
+        users.push(sidecar_user(w, i));
+        users.push(w.pods[i].controller_user.clone());
+    }
+    let slow = |user: String| FaultSpec {
         matcher: FaultMatch {
-            resource: Some("leases".into()),
+            user: Some(user),
             ..FaultMatch::default()
         },
         action: FaultAction::LatencyMs(1500),
         times: None,
-    });
+    };
+    let rules: Vec<u64> = users
+        .into_iter()
+        .map(|u| server.faults().add(slow(u)))
+        .collect();
     let slow_for = 2 * LEASE;
     let ends = tokio::time::Instant::now() + slow_for;
+    // Work arrives while everything is slow: the leader's status writes are in flight when
+    // its window ends.
+    w.create("slow", 10).await?;
     window_closed(w, leader, "while its renews timed out").await?;
     // The slowness lasts its set time (the fault), whatever happens meanwhile.
     tokio::time::sleep_until(ends).await;
-    w.server("a slow API")?.faults().remove(rule);
+    let server = w.server("a slow API")?;
+    for rule in rules {
+        server.faults().remove(rule);
+    }
     let now_leading = one_leader_all_agree(w).await?;
     let counts = w.window_counts();
     let next = if w.pods[now_leading]

@@ -109,7 +109,7 @@ impl Fault {
             Fault::FrozenSidecar => "leading sidecar frozen (SIGSTOP) past the lease",
             Fault::ApiPartition => "API partition of the leader only",
             Fault::ApiOutage => "full API outage longer than the lease",
-            Fault::SlowApi => "slow API: Lease latency beyond the request timeout",
+            Fault::SlowApi => "slow API: latency beyond the request timeout",
             Fault::ErrorBursts => "429 and 503 bursts",
             Fault::CandidateStorm => "10 candidates at once (409 storm)",
             Fault::ClockAhead => "one sidecar's wall clock 60 s ahead",
