@@ -13,7 +13,10 @@
 
 use std::fmt::Write as _;
 
+use jiff::Timestamp;
 use serde::Serialize;
+
+use crate::controller::ActiveWindow;
 
 /// Everything one picture shows.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -59,6 +62,31 @@ pub struct Span {
     pub from_ms: f64,
     pub to_ms: f64,
     pub label: String,
+}
+
+/// Milliseconds from `t0` to `at` (negative if earlier), with sub-millisecond precision: the
+/// time axis of a timeline built from log lines and audit records of this host's wall clock.
+pub fn ms_since(t0: Timestamp, at: Timestamp) -> f64 {
+    (at.as_nanosecond() - t0.as_nanosecond()) as f64 / 1e6
+}
+
+impl Lane {
+    /// The lane of one controller's logged active windows
+    /// ([`crate::controller::active_windows`]), times relative to `t0`. A term that does not fit
+    /// an `i32` (the Lease API's type) is shown as unknown rather than wrapped.
+    pub fn from_active_windows(name: &str, windows: &[ActiveWindow], t0: Timestamp) -> Self {
+        Lane {
+            name: name.to_owned(),
+            windows: windows
+                .iter()
+                .map(|w| Window {
+                    start_ms: ms_since(t0, w.start),
+                    end_ms: w.end.map(|e| ms_since(t0, e)),
+                    term: w.term.and_then(|t| i32::try_from(t).ok()),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Timeline {
@@ -647,6 +675,38 @@ mod tests {
             .windows
             .push(window(f64::NAN, Some(f64::INFINITY), 3));
         assert_eq!(t.end_ms(), 43_000.0, "non-finite times are ignored");
+    }
+
+    #[test]
+    fn lanes_come_from_logged_windows() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        let logged = [
+            ActiveWindow {
+                term: Some(1),
+                start: at("2026-01-01T00:00:01.5Z"),
+                end: Some(at("2026-01-01T00:00:04Z")),
+            },
+            ActiveWindow {
+                term: Some(i64::from(i32::MAX) + 1),
+                start: at("2026-01-01T00:00:09.0005Z"),
+                end: None,
+            },
+        ];
+        let lane = Lane::from_active_windows("pod-a", &logged, t0);
+        assert_eq!(lane.name, "pod-a");
+        assert_eq!(
+            lane.windows,
+            vec![
+                window(1_500.0, Some(4_000.0), 1),
+                Window {
+                    start_ms: 9_000.5,
+                    end_ms: None,
+                    term: None,
+                }
+            ]
+        );
+        assert_eq!(ms_since(at("2026-01-01T00:00:02Z"), t0), -2_000.0);
     }
 
     #[test]

@@ -159,8 +159,8 @@ impl RunInfo {
     }
 }
 
-/// `git rev-parse --short HEAD`, and the paths of the sidecar, the bench and the Cargo files
-/// that differ from it.
+/// `git rev-parse --short HEAD`, and the paths of the sidecar, the controller, the bench and
+/// the Cargo files that differ from it.
 fn git_commit() -> String {
     let run = |args: &[&str]| {
         Command::new("git")
@@ -178,6 +178,7 @@ fn git_commit() -> String {
                 "--porcelain",
                 "--",
                 "sidecar",
+                "controller",
                 "tests",
                 "Cargo.toml",
                 "Cargo.lock",
@@ -232,7 +233,14 @@ pub fn table_text(rows: &[Row], judged: bool) -> String {
     out
 }
 
-/// Writes `REPORT.md` and `report.json` into `dir`.
+/// A section of `REPORT.md` after the results: a title and its Markdown (a figure).
+pub struct Section {
+    pub title: String,
+    pub markdown: String,
+}
+
+/// Writes `REPORT.md` and `report.json` into `dir` (created if missing); `sections` follow
+/// the results table.
 pub fn write(
     dir: &Path,
     ctx: &RunInfo,
@@ -240,6 +248,7 @@ pub fn write(
     judged: bool,
     details: &serde_json::Map<String, Value>,
     notes: &[String],
+    sections: &[Section],
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
 
@@ -265,6 +274,14 @@ pub fn write(
             md,
             "| {} | {} | {} | {} |",
             r.metric, r.measured, r.target, verdict
+        );
+    }
+    for section in sections {
+        let _ = write!(
+            md,
+            "\n## {}\n\n{}\n",
+            section.title,
+            section.markdown.trim_end()
         );
     }
     if !notes.is_empty() {

@@ -1,8 +1,9 @@
 //! `bench`: measures `leader-sidecar` against the in-memory API server (started in this
-//! process) with real sidecar processes, and writes `<out>/REPORT.md` and `<out>/report.json`.
+//! process) with real sidecar and `newresource-controller` processes, and writes
+//! `<out>/REPORT.md`, `<out>/report.json` and `<out>/failover.svg`.
 //!
 //! ```sh
-//! cargo build --release -p leader-sidecar -p tests --bins
+//! cargo build --release -p leader-sidecar -p newresource-controller -p tests --bins
 //! cargo run --release -p tests --bin bench -- [--quick | --smoke] [--runs N] [--out bench]
 //! ```
 //!
@@ -25,20 +26,35 @@
 //!    (1 s warm-up, 10 s measured). Targets ≥ 125k req/s and p99 ≤ 1 ms. If `wrk` is on `PATH`
 //!    it runs too (`wrk -t1 -c64 -d10s --latency`, pinned to CPU 1) and its summary is included.
 //! 4. **Peak RSS**: `VmHWM` of every sidecar, read after the load and before each failover
-//!    kill or handover and at the end of each request-rate window. Target ≤ 9 MiB.
+//!    kill or handover, at the end of each request-rate window, and in part 7. Target ≤ 9 MiB.
 //! 5. **Lease API requests per minute**, 1 leader with 1, 3 and 10 standbys at default timings:
 //!    Lease requests in the server's audit log over a 60 s window, per verb and per role. A
 //!    watch counts once, when the server answers it (opens the stream). Target ≤ 35/min.
 //! 6. **Startup to leader**: spawn one sidecar on a fresh Lease; time until `/leader` says
 //!    `is_leader` (also: until it logged its startup line).
+//! 7. **Controllers: peak RSS and one failover as a timeline** (`--only controller`, alias
+//!    `failover-timeline`): two pods, each a sidecar (crash-failover timings) and a
+//!    `newresource-controller` pointed at it, with the NewResource CRD installed. Once one
+//!    controller is active, create 200 NewResources and wait until all are ready; read both
+//!    controllers' `VmHWM` (leading and standby) and the sidecars'. Then, at a random point of
+//!    the renew cycle, SIGKILL the leading sidecar and wait until the other controller logs
+//!    `active window started` and has reconciled all objects again; read `VmHWM` again. The
+//!    controllers' logged active windows become a `testkit::timeline::Timeline`, one lane per
+//!    pod, with marks at the kill, the killed leader's last renew and the standby's takeover
+//!    write (from the audit log), and a span "failover" from the kill to the new window:
+//!    `<out>/failover.svg`, shown in REPORT.md, its figures in `details.failover_timeline`.
+//!    Controller peak RSS has no target. Any overlap of the two controllers' windows, or a
+//!    status write outside its writer's window, fails the bench (the SVG is still written).
 //!
 //! `--quick` shortens everything (2 crash runs with a 3 s lease, 3 handovers, 3 s of load,
-//! 10 s windows, 2 startups); `--smoke` is for CI (one run of each, 1 s of load, 5 s windows)
-//! and gives no verdicts. `--only crash,load,...` runs a subset. Verdicts are strict: a
-//! failover target must hold for every run (the max), not only the median.
+//! 10 s windows, 2 startups); `--smoke` is for CI (`tests/tests/bench_smoke.rs`: one run of
+//! each, 1 s of load, 5 s windows, 50 NewResources; about 30 s in a debug build) and gives no
+//! verdicts. `--only crash,load,...` runs a subset. Verdicts are strict: a failover target must
+//! hold for every run (the max), not only the median.
 //!
-//! The bench locates `leader-sidecar` next to its own executable (`target/release/`), or at
-//! `$LEADER_SIDECAR_BIN`.
+//! The bench locates `leader-sidecar` and `newresource-controller` next to its own executable
+//! (`target/release/`, or `target/debug/` in a test run), or at `$LEADER_SIDECAR_BIN` and
+//! `$NEWRESOURCE_CONTROLLER_BIN`.
 
 #[path = "../bench/load.rs"]
 mod load;
@@ -51,13 +67,23 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use jiff::Timestamp;
+use kube::api::Api;
 use leader_sidecar::contract::{LeaderStatus, YieldResponse};
+use newresource_controller::crd::NewResource;
 use serde_json::{Value, json};
 use testkit::apiserver::ApiServer;
 use testkit::apiserver::audit::AuditRecord;
 use testkit::cli;
 use testkit::cluster::TestCluster;
+use testkit::controller::{
+    ActiveWindow, WINDOW_ENDED, WINDOW_STARTED, check_writes_inside_windows,
+};
+use testkit::newresources;
+use testkit::pod::{Pod, PodSpec};
+use testkit::process::timestamp;
 use testkit::sidecar::{Sidecar, SidecarSpec};
+use testkit::timeline::{Lane, Mark, Span, Timeline, ms_since};
 use testkit::web;
 use tokio::time::Instant;
 
@@ -96,6 +122,9 @@ enum Part {
     Load,
     Rate,
     Startup,
+    /// Two pods with controllers: controller peak RSS and the failover timeline SVG.
+    #[value(alias = "failover-timeline")]
+    Controller,
 }
 
 /// Run counts and durations of one mode.
@@ -112,6 +141,8 @@ struct Plan {
     warmup: Duration,
     measure: Duration,
     rate_window: Duration,
+    /// NewResources the controllers' part creates.
+    objects: usize,
 }
 
 impl Plan {
@@ -130,6 +161,7 @@ impl Plan {
                 warmup: Duration::from_millis(250),
                 measure: Duration::from_secs(1),
                 rate_window: Duration::from_secs(5),
+                objects: 50,
             }
         } else if args.quick {
             Plan {
@@ -144,6 +176,7 @@ impl Plan {
                 warmup: Duration::from_secs(1),
                 measure: Duration::from_secs(3),
                 rate_window: Duration::from_secs(10),
+                objects: 200,
             }
         } else {
             Plan {
@@ -158,6 +191,7 @@ impl Plan {
                 warmup: Duration::from_secs(1),
                 measure: Duration::from_secs(10),
                 rate_window: Duration::from_secs(60),
+                objects: 200,
             }
         };
         if let Some(n) = args.runs {
@@ -184,6 +218,21 @@ struct Bench {
     notes: Vec<String>,
     /// Peak RSS readings: (phase, identity, kB).
     rss: Vec<(String, String, u64)>,
+    /// Peak RSS readings of the controllers.
+    controller_rss: Vec<ControllerRss>,
+    /// Sections of REPORT.md after the results (the failover timeline).
+    sections: Vec<report::Section>,
+    /// Where the report and its figure go.
+    out: PathBuf,
+}
+
+/// One `VmHWM` reading of a controller.
+struct ControllerRss {
+    phase: &'static str,
+    process: String,
+    /// When read: `leading`, `standby` (has not led yet) or `deposed` (led before).
+    role: &'static str,
+    kb: u64,
 }
 
 fn main() -> ExitCode {
@@ -194,10 +243,23 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let bin = testkit::bins::try_binary("leader-sidecar")?;
+    let wants = |p: Part| args.only.is_empty() || args.only.contains(&p);
+    let bin = binary("leader-sidecar")?;
+    let controller_bin = if wants(Part::Controller) {
+        format!(
+            ", controller {}",
+            binary("newresource-controller")?.display()
+        )
+    } else {
+        String::new()
+    };
     let plan = Plan::of(&args);
     let info = report::RunInfo::collect(plan.mode);
-    eprintln!("bench ({} mode), sidecar {}", plan.mode, bin.display());
+    eprintln!(
+        "bench ({} mode), sidecar {}{controller_bin}",
+        plan.mode,
+        bin.display()
+    );
     let cluster = TestCluster::start().await?;
     anyhow::ensure!(
         cluster.in_memory().is_some(),
@@ -210,8 +272,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         details: serde_json::Map::new(),
         notes: Vec::new(),
         rss: Vec::new(),
+        controller_rss: Vec::new(),
+        sections: Vec::new(),
+        out: args.out.clone(),
     };
-    let wants = |p: Part| args.only.is_empty() || args.only.contains(&p);
     if wants(Part::Crash) {
         bench.crash().await.context("crash failover")?;
     }
@@ -230,7 +294,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if wants(Part::Startup) {
         bench.startup().await.context("startup to leader")?;
     }
+    if wants(Part::Controller) {
+        bench
+            .controller()
+            .await
+            .context("controllers: peak RSS and failover timeline")?;
+    }
     bench.rss_row();
+    bench.controller_rss_row();
 
     let judged = bench.plan.judged;
     println!("\n{}", report::table_text(&bench.rows, judged));
@@ -244,6 +315,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         judged,
         &bench.details,
         &bench.notes,
+        &bench.sections,
     )?;
     println!(
         "\nwrote {} and {}",
@@ -251,6 +323,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.out.join("report.json").display()
     );
     Ok(())
+}
+
+/// The path of workspace binary `name` (see [`testkit::bins::try_binary`]), which must exist:
+/// the process helpers that start it would panic, and a release build aborts on panic.
+fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let path = testkit::bins::try_binary(name)?;
+    anyhow::ensure!(path.is_file(), "{name}: {} is not a file", path.display());
+    Ok(path)
 }
 
 fn now_ms() -> i64 {
@@ -593,13 +673,13 @@ impl Bench {
             for k in 0..=n {
                 sidecars.push(self.spawn(&lease, &format!("{lease}-{k}"), &[]).await?);
             }
-            let leader = one_leader(&sidecars).await?;
+            let refs: Vec<&Sidecar> = sidecars.iter().collect();
+            let leader = one_leader(&refs).await?;
             tokio::time::sleep(Duration::from_secs(1)).await;
             eprintln!("rate: 1 leader + {n} standbys, {window:?} window");
             let start = now_ms();
             tokio::time::sleep(window).await;
             let end = now_ms();
-            let refs: Vec<&Sidecar> = sidecars.iter().collect();
             self.record_rss("lease request rate", &refs);
             let ids: Vec<&str> = sidecars.iter().map(|s| s.identity.as_str()).collect();
             let records: Vec<AuditRecord> = self
@@ -682,6 +762,323 @@ impl Bench {
         Ok(())
     }
 
+    /// Two pods, each a sidecar and a `newresource-controller` pointed at it, on one Lease:
+    /// the leader's controller reconciles `plan.objects` NewResources, both controllers'
+    /// `VmHWM` is read (leading and standby), then the leading sidecar is SIGKILLed and the
+    /// active windows of both controllers around the failover become `failover.svg`.
+    async fn controller(&mut self) -> anyhow::Result<()> {
+        let (lease_d, retry) = (self.plan.crash_lease, self.plan.crash_retry);
+        let flags = self.plan.crash_flags.clone();
+        let count = self.plan.objects;
+        let client = self.cluster.client();
+        let ns = self.cluster.namespace().to_owned();
+        newresources::install_crd(&client).await?;
+        let lease = "controller-failover";
+        // Time 0 of the timeline.
+        let t0 = Timestamp::now();
+        let mut pods = Vec::new();
+        for name in ["pod-a", "pod-b"] {
+            let (sidecar_kc, _) = self.cluster.client_kubeconfig(&sidecar_user(name))?;
+            let (controller_kc, _) = self.cluster.client_kubeconfig(&controller_user(name))?;
+            let spec = PodSpec {
+                name: name.to_owned(),
+                sidecar: SidecarSpec::new(&sidecar_kc, &ns, lease, name)
+                    .args(flags.iter().cloned()),
+                controller_kubeconfig: controller_kc,
+                controller_args: vec!["--namespace".into(), ns.clone()],
+            };
+            pods.push(
+                Pod::start(spec)
+                    .await
+                    .with_context(|| format!("starting {name}"))?,
+            );
+        }
+        let leader = one_leader(&[&pods[0].sidecar, &pods[1].sidecar]).await?;
+        let l = pods
+            .iter()
+            .position(|p| p.sidecar.identity == leader)
+            .context("the leader is none of the pods")?;
+        let s = 1 - l;
+        let (l_name, s_name) = (pods[l].name.clone(), pods[s].name.clone());
+        pods[l].controller.wait_log(WINDOW_STARTED, WAIT).await?;
+        anyhow::ensure!(
+            pods[s].controller.logs_with(WINDOW_STARTED).is_empty(),
+            "{s_name}'s controller is active next to the leader {l_name}"
+        );
+
+        // Work for the leader's controller.
+        let api: Api<NewResource> = Api::namespaced(client, &ns);
+        let names = newresources::names("nr", 0..count);
+        let created = Instant::now();
+        newresources::create(&api, &names).await?;
+        newresources::wait_ready(&api, &names, WAIT).await?;
+        let ready_ms = ms(created.elapsed());
+        let ready_at = Timestamp::now();
+        eprintln!(
+            "controllers: {count} NewResources ready after {} ({l_name} leads)",
+            show_ms(ready_ms)
+        );
+        let phase = "reconciled, before the failover";
+        self.record_controller_rss(phase, &pods[l], "leading")?;
+        self.record_controller_rss(phase, &pods[s], "standby")?;
+        self.record_rss("controllers' run", &[&pods[l].sidecar, &pods[s].sidecar]);
+
+        // One crash failover, the kill at a random point of the renew cycle.
+        let retry_ms = u64::try_from(retry.as_millis())?;
+        tokio::time::sleep(retry + Duration::from_millis(rand::random_range(0..retry_ms))).await;
+        let starts = pods[s].controller.logs_with(WINDOW_STARTED).len();
+        let kill_at = Timestamp::now();
+        pods[l].sidecar.signal(libc::SIGKILL)?;
+        let started = pods[s]
+            .controller
+            .wait_logs(WINDOW_STARTED, starts + 1, lease_d * 3 + WAIT)
+            .await
+            .with_context(|| format!("{s_name}'s controller did not take over"))?;
+        let active_at = started
+            .get(starts)
+            .and_then(timestamp)
+            .context("no timestamp on the new window's log line")?;
+        // It stops as soon as it loses its sidecar; if it never does, the timeline shows its
+        // window still open, overlapping the new one, and the check below fails the bench.
+        let ended_at = pods[l]
+            .controller
+            .wait_log(WINDOW_ENDED, WAIT)
+            .await
+            .ok()
+            .and_then(|line| timestamp(&line));
+        pods[l].sidecar.wait_exit(WAIT).await?;
+        // Every window starts with a full reconcile; wait for the new leader's.
+        wait_reconciled(&pods[s], count).await?;
+        let resynced_at = Timestamp::now();
+        let phase = "after the failover";
+        self.record_controller_rss(phase, &pods[s], "leading")?;
+        // Its peak is from when it led: not a standby's figure.
+        self.record_controller_rss(phase, &pods[l], "deposed")?;
+        self.record_rss("controllers' run", &[&pods[s].sidecar]);
+
+        // The timeline, from the controllers' logs and the API server's audit log.
+        let kill_ms = kill_at.as_millisecond();
+        let last_renew = self
+            .writes(lease, &sidecar_user(&l_name))?
+            .into_iter()
+            .rfind(|r| r.at_ms <= kill_ms);
+        let takeover = self
+            .writes(lease, &sidecar_user(&s_name))?
+            .into_iter()
+            .find(|r| r.at_ms >= kill_ms);
+        let mut windows = Vec::new();
+        for p in &pods {
+            let w = p
+                .controller
+                .windows()
+                .with_context(|| format!("{}'s active windows", p.name))?;
+            windows.push((controller_user(&p.name), w));
+        }
+        let mut marks = vec![
+            Mark {
+                at_ms: ms_since(t0, ready_at),
+                label: format!("{count} NewResources ready"),
+                lane: Some(l),
+            },
+            Mark {
+                at_ms: ms_since(t0, kill_at),
+                label: format!("kill -9 {l_name} sidecar"),
+                lane: Some(l),
+            },
+        ];
+        if let Some(r) = &last_renew {
+            marks.push(Mark {
+                at_ms: audit_ms(t0, r.at_ms),
+                label: "last renew".into(),
+                lane: Some(l),
+            });
+        }
+        if let Some(w) = &takeover {
+            marks.push(Mark {
+                at_ms: audit_ms(t0, w.at_ms),
+                label: format!("takeover write ({s_name} sidecar)"),
+                lane: Some(s),
+            });
+        }
+        marks.push(Mark {
+            at_ms: ms_since(t0, resynced_at),
+            label: format!("all {count} reconciled again"),
+            lane: Some(s),
+        });
+        marks.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+        let timings = if flags.is_empty() {
+            "defaults: --lease-duration 15s --renew-deadline 10s --retry-period 2s".to_owned()
+        } else {
+            flags.join(" ")
+        };
+        let timeline = Timeline {
+            title: format!(
+                "one crash failover: kill -9 of the leading sidecar ({} lease), {count} NewResources",
+                show_ms(ms(lease_d))
+            ),
+            lanes: pods
+                .iter()
+                .zip(&windows)
+                .map(|(p, (_, w))| Lane::from_active_windows(&p.name, w, t0))
+                .collect(),
+            marks,
+            spans: vec![Span {
+                from_ms: ms_since(t0, kill_at),
+                to_ms: ms_since(t0, active_at),
+                label: "failover".into(),
+            }],
+        };
+        let timeline = rounded(timeline);
+        std::fs::create_dir_all(&self.out)
+            .with_context(|| format!("cannot create {}", self.out.display()))?;
+        let svg = self.out.join(FAILOVER_SVG);
+        std::fs::write(&svg, timeline.to_svg())
+            .with_context(|| format!("cannot write {}", svg.display()))?;
+        eprintln!("controllers: timeline\n{}", timeline.to_text().trim_end());
+        let overlaps = timeline.overlaps();
+        if let Some(&(a, b, from, to)) = overlaps.first() {
+            anyhow::bail!(
+                "active windows overlap: {} and {} from {} to {} (ms since the start; see {})",
+                timeline.lanes[a].name,
+                timeline.lanes[b].name,
+                round1(from),
+                round1(to),
+                svg.display()
+            );
+        }
+        let named: Vec<(&str, Vec<ActiveWindow>)> = windows
+            .iter()
+            .map(|(who, w)| (who.as_str(), w.clone()))
+            .collect();
+        let checked = check_writes_inside_windows(&self.server()?.audit(), &named)
+            .context("a status write outside its writer's active window")?;
+
+        let failover = ms_since(kill_at, active_at);
+        let stopped = ended_at
+            .map(|e| ms_since(kill_at, e))
+            .context("the old controller's window has no end")?;
+        let takeover_ms = takeover.as_ref().map(|w| audit_ms(kill_at, w.at_ms));
+        eprintln!(
+            "controllers: kill -9 → {s_name}'s controller active {}; {l_name}'s stopped after {}",
+            show_ms(failover),
+            show_ms(stopped)
+        );
+        self.rows.push(Row {
+            metric: format!(
+                "failover timeline (2 pods of sidecar + controller, kill -9 of the leading \
+                 sidecar, {} lease)",
+                show_ms(ms(lease_d))
+            ),
+            measured: format!(
+                "[{FAILOVER_SVG}]({FAILOVER_SVG}): kill → other controller active {}, old \
+                 controller stopped after {}; no overlap",
+                show_ms(failover),
+                show_ms(stopped)
+            ),
+            target: "— (an overlap fails the bench)".into(),
+            met: None,
+        });
+        self.sections.push(report::Section {
+            title: "Failover timeline".into(),
+            markdown: format!(
+                "![one failover]({FAILOVER_SVG})\n\n\
+                 Two pods, each a `leader-sidecar` and a `newresource-controller` pointed at it, \
+                 on one Lease ({timings}). {l_name}'s controller reconciled {count} NewResources \
+                 ({} until all were ready); then its sidecar got SIGKILL. Its controller lost the \
+                 sidecar's stream and stopped after {}; {s_name}'s sidecar took the Lease when it \
+                 expired, and its controller was active {} after the kill. Lanes are the \
+                 controllers' logged active windows; they must never overlap.",
+                show_ms(ready_ms),
+                show_ms(stopped),
+                show_ms(failover),
+            ),
+        });
+        self.details.insert(
+            "failover_timeline".into(),
+            json!({
+                "svg": FAILOVER_SVG,
+                "timings": timings,
+                "objects": count,
+                "objects_ready_ms": round1(ready_ms),
+                "kill_to_active_ms": round1(failover),
+                "kill_to_old_window_end_ms": round1(stopped),
+                "kill_to_takeover_write_ms": takeover_ms.map(round1),
+                "takeover_write_to_active_ms": takeover_ms.map(|t| round1(failover - t)),
+                "last_renew_to_takeover_write_ms": match (&last_renew, &takeover) {
+                    (Some(r), Some(t)) => Some(t.at_ms - r.at_ms),
+                    _ => None,
+                },
+                "status_writes_checked": checked,
+                "overlaps": overlaps.len(),
+                "started_at": t0.to_string(),
+                "timeline": timeline,
+            }),
+        );
+        Ok(())
+    }
+
+    fn record_controller_rss(
+        &mut self,
+        phase: &'static str,
+        pod: &Pod,
+        role: &'static str,
+    ) -> anyhow::Result<()> {
+        let pid = pod
+            .controller
+            .pid()
+            .with_context(|| format!("{}'s controller exited", pod.name))?;
+        let kb = load::peak_rss_kb(pid)?;
+        self.controller_rss.push(ControllerRss {
+            phase,
+            process: pod.controller.name.clone(),
+            role,
+            kb,
+        });
+        Ok(())
+    }
+
+    fn controller_rss_row(&mut self) {
+        // A deposed controller's peak is from when it led.
+        let max_of = |led: bool| {
+            self.controller_rss
+                .iter()
+                .filter(|r| (r.role != "standby") == led)
+                .max_by_key(|r| r.kb)
+        };
+        let (Some(leading), Some(standby)) = (max_of(true), max_of(false)) else {
+            return;
+        };
+        let mib = |kb: u64| kb as f64 / 1024.0;
+        let objects = self.plan.objects;
+        self.rows.push(Row {
+            metric: format!(
+                "controller peak RSS (VmHWM; leading with {objects} NewResources / standby)"
+            ),
+            measured: format!(
+                "{:.2} MiB ({} kB; {} {}, {}) / {:.2} MiB ({} kB)",
+                mib(leading.kb),
+                leading.kb,
+                leading.process,
+                leading.role,
+                leading.phase,
+                mib(standby.kb),
+                standby.kb
+            ),
+            target: "— (no target)".into(),
+            met: None,
+        });
+        let detail = json!({
+            "objects": objects,
+            "peak_rss_kb": leading.kb.max(standby.kb),
+            "peak_rss_kb_leading": leading.kb,
+            "peak_rss_kb_standby": standby.kb,
+            "readings": self.controller_rss.iter().map(|r| json!({
+                "phase": r.phase, "process": r.process, "role": r.role, "kb": r.kb,
+            })).collect::<Vec<_>>(),
+        });
+        self.details.insert("controller_peak_rss".into(), detail);
+    }
+
     fn rss_row(&mut self) {
         let Some((phase, id, max)) = self.rss.iter().max_by_key(|r| r.2).cloned() else {
             return;
@@ -708,7 +1105,7 @@ impl Bench {
 }
 
 /// Waits until exactly one sidecar is leader and all name it; returns its identity.
-async fn one_leader(sidecars: &[Sidecar]) -> anyhow::Result<String> {
+async fn one_leader(sidecars: &[&Sidecar]) -> anyhow::Result<String> {
     let deadline = Instant::now() + WAIT;
     loop {
         let mut statuses = Vec::new();
@@ -726,5 +1123,60 @@ async fn one_leader(sidecars: &[Sidecar]) -> anyhow::Result<String> {
         }
         anyhow::ensure!(Instant::now() < deadline, "no single leader: {statuses:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The figure of the controllers' part, next to REPORT.md.
+const FAILOVER_SVG: &str = "failover.svg";
+
+/// The API users of a pod's two processes (their audit records name them).
+fn sidecar_user(pod: &str) -> String {
+    format!("{pod}-sidecar")
+}
+
+fn controller_user(pod: &str) -> String {
+    format!("{pod}-controller")
+}
+
+/// `t` with every time to 0.1 ms, for a readable JSON.
+fn rounded(mut t: Timeline) -> Timeline {
+    for w in t.lanes.iter_mut().flat_map(|l| &mut l.windows) {
+        w.start_ms = round1(w.start_ms);
+        w.end_ms = w.end_ms.map(round1);
+    }
+    for m in &mut t.marks {
+        m.at_ms = round1(m.at_ms);
+    }
+    for s in &mut t.spans {
+        (s.from_ms, s.to_ms) = (round1(s.from_ms), round1(s.to_ms));
+    }
+    t
+}
+
+/// Milliseconds from `t0` to an audit record's `at_ms` (milliseconds since the epoch).
+fn audit_ms(t0: Timestamp, at_ms: i64) -> f64 {
+    (i128::from(at_ms) * 1_000_000 - t0.as_nanosecond()) as f64 / 1e6
+}
+
+/// Waits until `pod`'s controller has counted `n` successful reconciles.
+async fn wait_reconciled(pod: &Pod, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let done = pod.controller.metrics_text().await.map_or(0.0, |text| {
+            testkit::prom::sum(
+                &text,
+                "controller_reconcile_total",
+                &[("result", "success")],
+            )
+        });
+        if done >= n as f64 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{}'s controller reconciled {done} of {n} within {WAIT:?}",
+            pod.name
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

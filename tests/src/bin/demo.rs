@@ -514,7 +514,7 @@ async fn scenario(args: &Args, narrator: Narrator, timings: &Timings) -> anyhow:
     let (failover_to, term) = next_active(&pods[o], other_starts, timings.lease + WAIT)
         .await
         .with_context(|| format!("{other} did not take over after the crash"))?;
-    let failover_ms = narrate::ms_between(kill_at, failover_to);
+    let failover_ms = testkit::timeline::ms_since(kill_at, failover_to);
     n.note(format!(
         "{other}'s controller active (term {}) {} after the kill",
         term_text(term.and_then(|t| i32::try_from(t).ok())),
@@ -574,7 +574,7 @@ async fn scenario(args: &Args, narrator: Narrator, timings: &Timings) -> anyhow:
     )
     .await
     .with_context(|| format!("{leader} did not take over after {other} was stopped"))?;
-    let handover_ms = narrate::ms_between(sigterm_at, handover_to);
+    let handover_ms = testkit::timeline::ms_since(sigterm_at, handover_to);
     n.note(format!(
         "{leader}'s controller active (term {}) {} after SIGTERM",
         term_text(term.and_then(|t| i32::try_from(t).ok())),

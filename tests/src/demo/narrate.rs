@@ -22,7 +22,7 @@ impl Narrator {
 
     /// Milliseconds from the demo's start to `at` (negative if earlier).
     pub fn ms(&self, at: Timestamp) -> f64 {
-        ms_between(self.t0, at)
+        testkit::timeline::ms_since(self.t0, at)
     }
 
     /// `[  12.3 s] 4. text`
@@ -38,11 +38,6 @@ impl Narrator {
     fn clock(&self) -> String {
         format!("[{:>6.1} s]", self.ms(Timestamp::now()) / 1000.0)
     }
-}
-
-/// Milliseconds from `from` to `to`, with sub-millisecond precision.
-pub fn ms_between(from: Timestamp, to: Timestamp) -> f64 {
-    (to.as_nanosecond() - from.as_nanosecond()) as f64 / 1e6
 }
 
 /// `15.03 s`

@@ -7,7 +7,7 @@ use anyhow::Context;
 use jiff::Timestamp;
 use serde::Serialize;
 use testkit::controller::ActiveWindow;
-use testkit::timeline::{Lane, Timeline, Window};
+use testkit::timeline::{Lane, Timeline};
 
 use crate::narrate::Narrator;
 
@@ -19,20 +19,7 @@ pub struct PodWindows {
 
 /// A lane of the picture, times relative to the demo's start.
 pub fn lane(narrator: &Narrator, pod: &PodWindows) -> Lane {
-    Lane {
-        name: pod.pod.clone(),
-        windows: pod
-            .windows
-            .iter()
-            .map(|w| Window {
-                start_ms: narrator.ms(w.start),
-                end_ms: w.end.map(|e| narrator.ms(e)),
-                // Terms are Lease transition counts (an i32 in the Lease API); a value that
-                // does not fit is shown as unknown rather than wrapped.
-                term: w.term.and_then(|t| i32::try_from(t).ok()),
-            })
-            .collect(),
-    }
+    Lane::from_active_windows(&pod.pod, &pod.windows, narrator.t0)
 }
 
 /// An intersection of two pods' windows, for the JSON.
