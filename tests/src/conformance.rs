@@ -32,7 +32,7 @@ use kube::api::{Patch, PatchParams};
 
 use crate::controller::{ActiveWindow, WINDOW_STARTED, status_writes};
 use crate::sidecar::{FAST_TIMINGS, LONG_LEASE_TIMINGS};
-use crate::world::{Verdict, WAIT, World, WorldSpec};
+use crate::world::{Verdict, WAIT, World, WorldSpec, window_labels};
 
 /// The environment variable the `conformance` tool and suite read a controller command from.
 pub const CONTROLLER_ENV: &str = "CONFORMANCE_CONTROLLER";
@@ -205,20 +205,10 @@ impl fmt::Display for Summary {
         if let Some(why) = &self.skipped {
             return write!(f, "skipped: {why}");
         }
-        let windows: Vec<String> = self
-            .windows
-            .iter()
-            .flat_map(|(pod, ws)| {
-                ws.iter().map(move |w| {
-                    let term = w.term.map_or_else(|| "-".to_owned(), |t| t.to_string());
-                    format!("{pod}@{term}")
-                })
-            })
-            .collect();
         write!(
             f,
             "ok   windows [{}] no overlap, {} objects ready",
-            windows.join(" "),
+            window_labels(&self.windows),
             self.objects
         )?;
         if let Some(n) = self.status_writes {

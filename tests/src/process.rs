@@ -222,3 +222,64 @@ impl ApiServerProcess {
         Ok(ApiServerProcess { child, url })
     }
 }
+
+/// What a bounded run of a tool printed, and how it ended.
+pub struct Finished {
+    /// `None`: it did not finish in time (and was stopped).
+    pub status: Option<ExitStatus>,
+    /// Its stdout and stderr, for assertions and failure messages.
+    pub shown: String,
+    pub stdout: String,
+}
+
+/// Runs a tool (the demo, the bench) to its end with stdout and stderr captured, for at most
+/// `timeout`: then it gets SIGTERM (so that it can drop its own children, which a SIGKILL
+/// would leave running), and SIGKILL if that is not enough within 15 s.
+pub async fn run_bounded(mut command: Command, timeout: Duration) -> std::io::Result<Finished> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = collect_pipe(child.stdout.take());
+    let stderr = collect_pipe(child.stderr.take());
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(status) => Some(status?),
+        Err(_) => {
+            if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                // SAFETY: kill(2) has no memory effects; the pid is our own child's.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+            if tokio::time::timeout(Duration::from_secs(15), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+            None
+        }
+    };
+    let stdout = stdout.await.unwrap_or_default();
+    let stderr = stderr.await.unwrap_or_default();
+    Ok(Finished {
+        status,
+        shown: format!("--- stdout\n{stdout}--- stderr\n{stderr}"),
+        stdout,
+    })
+}
+
+/// Reads a child's pipe to its end in the background, so that a chatty child never blocks on
+/// it; the task returns what was read.
+fn collect_pipe(
+    pipe: Option<impl tokio::io::AsyncRead + Unpin + Send + 'static>,
+) -> tokio::task::JoinHandle<String> {
+    use tokio::io::AsyncReadExt;
+    tokio::spawn(async move {
+        let mut text = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut text).await;
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    })
+}

@@ -434,6 +434,20 @@ impl World {
     }
 }
 
+/// `pod-a@0 pod-b@1`: every window as pod and term, for one-line summaries.
+pub fn window_labels(windows: &[(String, Vec<ActiveWindow>)]) -> String {
+    let labels: Vec<String> = windows
+        .iter()
+        .flat_map(|(pod, ws)| {
+            ws.iter().map(move |w| {
+                let term = w.term.map_or_else(|| "-".to_owned(), |t| t.to_string());
+                format!("{pod}@{term}")
+            })
+        })
+        .collect();
+    labels.join(" ")
+}
+
 /// Fails if a window opened by a takeover does not carry a higher term than the window
 /// before it: `term` is the fencing token of the contract.
 pub fn check_terms_grow(windows: &[(String, Vec<ActiveWindow>)]) -> anyhow::Result<()> {

@@ -7,46 +7,14 @@
 //! --workspace` builds them; with `-p tests`, build them first); the bench finds them next to
 //! its own executable, or at `$LEADER_SIDECAR_BIN` and `$NEWRESOURCE_CONTROLLER_BIN`.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-use tokio::process::{Child, Command};
+use testkit::process::{Finished, run_bounded};
+use tokio::process::Command;
 
 /// Upper bound of a smoke run (about 30 s in a debug build); a hung bench fails the test
 /// instead of hanging it.
 const TIMEOUT: Duration = Duration::from_secs(180);
-
-/// Reads a pipe to its end in the background, so that a chatty child never blocks on it.
-fn collect(
-    pipe: Option<impl tokio::io::AsyncRead + Unpin + Send + 'static>,
-) -> tokio::task::JoinHandle<String> {
-    tokio::spawn(async move {
-        let mut text = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut text).await;
-        }
-        String::from_utf8_lossy(&text).into_owned()
-    })
-}
-
-/// Waits for `child`; on timeout sends SIGTERM, then kills it. `None` on timeout.
-async fn wait_bounded(child: &mut Child) -> Option<std::process::ExitStatus> {
-    if let Ok(status) = tokio::time::timeout(TIMEOUT, child.wait()).await {
-        return Some(status.expect("wait for the bench"));
-    }
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: kill(2) has no memory effects; the pid is our own child's.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-    }
-    if tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
-    }
-    None
-}
 
 #[tokio::test]
 async fn bench_smoke_writes_the_report_the_json_and_the_timeline() {
@@ -66,19 +34,13 @@ async fn bench_smoke_writes_the_report_the_json_and_the_timeline() {
     ] {
         command.env_remove(var);
     }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
+    let Finished {
+        status,
+        shown,
+        stdout: _,
+    } = run_bounded(command, TIMEOUT)
+        .await
         .expect("start the bench");
-    let stdout = collect(child.stdout.take());
-    let stderr = collect(child.stderr.take());
-    let status = wait_bounded(&mut child).await;
-    let stdout = stdout.await.expect("stdout reader");
-    let stderr = stderr.await.expect("stderr reader");
-    let shown = format!("--- stdout\n{stdout}--- stderr\n{stderr}");
     let status =
         status.unwrap_or_else(|| panic!("the bench did not finish in {TIMEOUT:?}\n{shown}"));
     assert!(status.success(), "bench exited with {status}\n{shown}");

@@ -35,7 +35,7 @@ use leader_sidecar::contract::LeaderStatus;
 use tokio::time::Instant;
 
 use crate::conformance::ControllerCommand;
-use crate::world::{Verdict, WAIT, World, WorldSpec};
+use crate::world::{Verdict, WAIT, World, WorldSpec, window_labels};
 
 /// The election timings of every scenario (3 s lease, 2 s renew deadline, 500 ms retry), so
 /// that expiry-based faults resolve in seconds.
@@ -169,17 +169,6 @@ pub struct Outcome {
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let windows: Vec<String> = self
-            .verdict
-            .windows
-            .iter()
-            .flat_map(|(pod, ws)| {
-                ws.iter().map(move |w| {
-                    let term = w.term.map_or_else(|| "-".to_owned(), |t| t.to_string());
-                    format!("{pod}@{term}")
-                })
-            })
-            .collect();
         if let Some(why) = &self.skipped {
             return write!(f, "{:<52} skipped: {why}", self.fault.describe());
         }
@@ -188,7 +177,7 @@ impl fmt::Display for Outcome {
             "{:<52} ok  {:>5.1} s  windows [{}] no overlap, {} objects ready",
             self.fault.describe(),
             self.took.as_secs_f64(),
-            windows.join(" "),
+            window_labels(&self.verdict.windows),
             self.verdict.objects
         )?;
         if let Some(n) = self.verdict.status_writes {
