@@ -86,8 +86,6 @@ impl WorldSpec {
 pub struct PodOptions {
     /// Environment of the sidecar (e.g. libfaketime's).
     pub sidecar_env: Vec<(String, String)>,
-    /// Flags added after the world's sidecar flags.
-    pub sidecar_args: Vec<String>,
 }
 
 /// A sidecar and a controller, as the two containers of one pod.
@@ -177,8 +175,7 @@ impl World {
             &self.lease,
             name,
         )
-        .args(self.sidecar_args.iter().cloned())
-        .args(options.sidecar_args);
+        .args(self.sidecar_args.iter().cloned());
         sidecar_spec.env = options.sidecar_env;
         let sidecar = Sidecar::spawn(sidecar_spec.clone()).await?;
         let token = tokens::request_token(

@@ -45,7 +45,6 @@ pub async fn one_clock_off(w: &mut World, offset: &str) -> anyhow::Result<Vec<St
                     ("FAKETIME".into(), offset.into()),
                     ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
                 ],
-                ..PodOptions::default()
             },
         )
         .await?;
