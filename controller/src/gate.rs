@@ -28,6 +28,18 @@
 //!    the write is polled only while the grant lasts and abandoned when it ends
 //!    (`reconcile.rs`); `workers.rs` cancels all work when the grant ends.
 //!
+//! # Liveness: a leader never sits idle while its sidecar holds the Lease
+//!
+//! 6. **A grant that ran out is asked for again at once.** The sidecar's stream speaks only of
+//!    changes (and repeats its state every half grant); a grant that ran out without a
+//!    revocation changed nothing at the sidecar. That happens whenever this process is frozen
+//!    past its grant (SIGSTOP, a long pause, CPU throttling: its monotonic clock keeps running)
+//!    or a renewal's answer arrives after the grant it carries has ended. So
+//!    [`GateState::poll_due`] sends a `GET /leader` at once whenever the stored grant has run
+//!    out, and stream events that say "leader, same term" never cancel that. Without it a thawed
+//!    controller would wait for a change that never comes while its sidecar keeps renewing:
+//!    an outage that no probe shows.
+//!
 //! What remains is a request the HTTP client had already handed to its connection when the
 //! process froze, which may reach the API server after the grant (no client can prevent that
 //! without fencing on the server). Status writes carry the object's `resourceVersion`, so such a
@@ -113,15 +125,20 @@ impl GateState {
         self.stream_up
     }
 
-    /// When the next `GET /leader` is due: at once to confirm a stream event; half-way through
-    /// the current grant to renew it; every poll interval while the stream is down or the
-    /// sidecar unreachable. `None` while a request is in flight, or while a healthy stream
-    /// covers a standby.
+    /// When the next `GET /leader` is due: at once to confirm a stream event, or when the last
+    /// grant ran out without a fresh one; half-way through the current grant to renew it; every
+    /// poll interval while the stream is down or the sidecar unreachable. `None` while a
+    /// request is in flight, or while a healthy stream covers a standby.
+    ///
+    /// A grant that ran out was never revoked: as far as the gate knows the sidecar still
+    /// leads, and only a `GET` can tell. Without asking, a healthy stream has nothing to say
+    /// (the sidecar sends events on changes, and nothing changed while this process was frozen
+    /// past its grant), so the controller would sit idle while its sidecar keeps the Lease.
     pub fn poll_due(&self, now: Instant) -> Option<Instant> {
         if self.in_flight {
             return None;
         }
-        if self.confirm {
+        if self.confirm || self.grant_ran_out(now) {
             return Some(now);
         }
         let renew = self.grant(now).map(|g| g.sent_at + g.valid_for() / 2);
@@ -184,9 +201,16 @@ impl GateState {
                 self.revoke();
                 self.confirm = true;
             }
-            Some(_) => {} // renewed on the grant's own schedule
+            // In force: renewed on the grant's own schedule. Run out (this process was
+            // frozen, or the last answer came late): `poll_due` asks at once.
+            Some(_) => {}
             None => self.confirm = true,
         }
+    }
+
+    /// The stored grant has run out and nothing has replaced or revoked it yet.
+    fn grant_ran_out(&self, now: Instant) -> bool {
+        self.grant.is_some_and(|g| now >= g.until)
     }
 
     /// The stream closed or failed.

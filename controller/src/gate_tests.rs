@@ -206,3 +206,45 @@ async fn always_open_never_closes() {
     advance(Duration::from_secs(365 * 24 * 3600)).await;
     assert!(gate.current().is_some());
 }
+
+/// Hole 1 of issue #15: the controller process is frozen (SIGSTOP, a GC pause, CPU throttling)
+/// past its grant while the sidecar keeps the Lease. Nothing changes at the sidecar, so the
+/// healthy stream has nothing to say; the gate must ask by itself, or the leader sits idle for
+/// good while its sidecar renews.
+#[tokio::test(start_paused = true)]
+async fn a_grant_that_ran_out_while_frozen_is_asked_for_again() {
+    let mut s = GateState::new(POLL);
+    s.on_stream_event(&leader(3, 2000));
+    poll(&mut s, &leader(3, 2000));
+    assert!(s.grant(Instant::now()).is_some());
+    // Frozen for 3 s: the renewal half-way through the grant never went out.
+    advance(Duration::from_secs(3)).await;
+    let now = Instant::now();
+    assert_eq!(s.grant(now), None, "the grant ran out");
+    assert_eq!(s.poll_due(now), Some(now), "ask at once after a thaw");
+    // Events queued during the freeze (same term, still leader) must not cancel the ask.
+    s.on_stream_event(&leader(3, 2000));
+    assert_eq!(s.poll_due(now), Some(now));
+    poll(&mut s, &leader(3, 2000));
+    assert!(s.grant(Instant::now()).is_some(), "working again");
+}
+
+/// The same freeze while a `GET /leader` is in flight: its answer arrives after the thaw with a
+/// grant that has already run out (counted from before the request). The gate asks again.
+#[tokio::test(start_paused = true)]
+async fn an_answer_that_arrives_expired_after_a_freeze_is_asked_for_again() {
+    let mut s = GateState::new(POLL);
+    s.on_stream_event(&leader(3, 2000));
+    poll(&mut s, &leader(3, 2000));
+    advance(Duration::from_millis(1000)).await;
+    let ticket = s.poll_sent(Instant::now());
+    advance(Duration::from_millis(2500)).await;
+    s.on_answer(ticket, &leader(3, 2000));
+    let now = Instant::now();
+    assert_eq!(s.grant(now), None, "the answer's grant is already over");
+    assert_eq!(s.poll_due(now), Some(now));
+    // And if the sidecar now says we lost the Lease meanwhile, the gate stays closed and quiet.
+    poll(&mut s, &follower(4));
+    assert_eq!(s.grant(now), None);
+    assert_eq!(s.poll_due(now), None, "a healthy stream covers a standby");
+}

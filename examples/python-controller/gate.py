@@ -125,13 +125,18 @@ class GateState:
         return self._confirm
 
     def poll_due(self, now: float) -> Optional[float]:
-        """When the next GET /leader is due: at once to confirm a stream event; half-way
-        through the current grant to renew it; every poll interval while the stream is down or
-        the sidecar unreachable. ``None`` while a request is in flight, or while a healthy
-        stream covers a standby."""
+        """When the next GET /leader is due: at once to confirm a stream event, or when the
+        last grant ran out without a fresh one; half-way through the current grant to renew
+        it; every poll interval while the stream is down or the sidecar unreachable. ``None``
+        while a request is in flight, or while a healthy stream covers a standby.
+
+        A grant that ran out was never revoked: as far as the gate knows the sidecar still
+        leads, and only a GET can tell. A healthy stream has nothing to say (the sidecar sends
+        events on changes, and nothing changed while this process was frozen past its grant),
+        so without asking the controller would sit idle while its sidecar keeps the Lease."""
         if self._in_flight:
             return None
-        if self._confirm:
+        if self._confirm or self._grant_ran_out(now):
             return now
         g = self.grant(now)
         renew = g.sent_at + g.valid_for() / 2 if g is not None else None
@@ -187,7 +192,12 @@ class GateState:
             # A new tenure we have not confirmed: the old grant is no evidence for it.
             self._revoke()
             self._confirm = True
-        # else: renewed on the grant's own schedule
+        # else in force: renewed on the grant's own schedule; run out (this process was
+        # frozen, or the last answer came late): poll_due asks at once.
+
+    def _grant_ran_out(self, now: float) -> bool:
+        """The stored grant has run out and nothing has replaced or revoked it yet."""
+        return self._grant is not None and now >= self._grant.until
 
     def on_stream_lost(self) -> None:
         """The stream closed or failed."""

@@ -136,6 +136,37 @@ class GateStateTests(unittest.TestCase):
         s.on_stream_lost()
         self.assertEqual(s.poll_due(t0), t0 + POLL)
 
+    def test_a_grant_that_ran_out_while_frozen_is_asked_for_again(self):
+        # Hole 1 of issue #15: frozen past the grant while the sidecar keeps the Lease. The
+        # healthy stream has nothing new to say; the gate must ask by itself.
+        s = GateState(POLL)
+        t0 = 10.0
+        s.on_stream_event(leader(3, 2000))
+        poll(s, leader(3, 2000), t0)
+        thawed = t0 + 3.0
+        self.assertIsNone(s.grant(thawed), "the grant ran out")
+        self.assertEqual(s.poll_due(thawed), thawed, "ask at once after a thaw")
+        # Events queued during the freeze (same term, still leader) must not cancel the ask.
+        s.on_stream_event(leader(3, 2000))
+        self.assertEqual(s.poll_due(thawed), thawed)
+        poll(s, leader(3, 2000), thawed)
+        self.assertIsNotNone(s.grant(thawed), "working again")
+
+    def test_an_answer_that_arrives_expired_after_a_freeze_is_asked_for_again(self):
+        s = GateState(POLL)
+        t0 = 10.0
+        s.on_stream_event(leader(3, 2000))
+        poll(s, leader(3, 2000), t0)
+        ticket = s.poll_sent(t0 + 1.0)
+        s.on_answer(ticket, leader(3, 2000))  # arrives after a freeze, at t0 + 3.5
+        now = t0 + 3.5
+        self.assertIsNone(s.grant(now), "the answer's grant is already over")
+        self.assertEqual(s.poll_due(now), now)
+        # If the sidecar says we lost the Lease meanwhile, the gate stays closed and quiet.
+        poll(s, follower(4), now)
+        self.assertIsNone(s.grant(now))
+        self.assertIsNone(s.poll_due(now), "a healthy stream covers a standby")
+
     def test_an_unreachable_sidecar_is_polled_even_with_a_stream(self):
         s = GateState(POLL)
         t0 = 10.0
