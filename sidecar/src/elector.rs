@@ -15,7 +15,7 @@
 //! 2. **A tenure ends at `sent + renew_deadline`**, where `sent` is the instant *before* we sent
 //!    the last write that succeeded. Each successful renew moves that instant forward. Past it we
 //!    are not leader, whatever the Lease says and whether or not the driver is running: the grant
-//!    book (`crate::grants`) checks it on every answer.
+//!    book (`crate::leadership`) checks it on every answer.
 //! 3. **Another elector takes the Lease only after it has seen the record unchanged for the
 //!    holder's `leaseDurationSeconds` on its own monotonic clock**, counted from when *it
 //!    observed* the change, never from the `renewTime` written in the record (wall clocks of
@@ -26,6 +26,41 @@
 //!    the delivery of grants to the local controller.
 //! 4. Stale knowledge is harmless: a decision taken on an old observation ends in a write whose
 //!    resourceVersion precondition fails (409), after which we read the Lease again.
+//! 5. **A Lease deleted, or its holder cleared, by somebody other than the holder is waited out
+//!    like a live one.** Step 3 relies on the holder's record standing until it expires; an
+//!    operator's `kubectl delete lease`, or a patch that clears `holderIdentity`, removes it
+//!    while the holder may be cut off from the API server and still within its tenure. So only
+//!    a *release* (client-go's format: holder `""`, `leaseDurationSeconds: 1`, written by the
+//!    holder, which has stopped granting before it writes it) frees the Lease at once. A free
+//!    record in any other form expires like a held one: the record's `leaseDurationSeconds`
+//!    (or, wiped, ours), and at least the last holder's we saw, from when we saw it. A deletion
+//!    of a Lease whose holder we saw gives that holder's duration from when we saw the
+//!    deletion. Repeated reports of one deletion do not extend the wait. The holder itself,
+//!    when its own Lease is deleted under it, steps down and may take it again at once: only
+//!    its own controller can still act, and a new term revokes that controller's grants.
+//!    **The one case this cannot cover:** a candidate that never saw the Lease before its
+//!    deletion (it started, or restarted, after it) finds nothing to wait out and may create the
+//!    Lease at once while a cut-off holder still leads. Deleting a held Lease is therefore an
+//!    operator error we document (docs/operations.md); clearing it is safe.
+//!
+//! The argument needs only the monotonic clocks of the two nodes to run at nearly the same
+//! rate (the margin absorbs a drift far larger than real clocks show), and to keep running
+//! while a process is stopped: SIGSTOP, a debugger, CPU throttling or a long pause stop the
+//! process, not its clock, so a frozen leader finds its tenure over when it resumes, and a
+//! frozen controller its grant. A *suspended virtual machine* is different: Linux's
+//! `CLOCK_MONOTONIC` does not count a suspend, so a leader resumed after a suspend longer than
+//! the margin believes its tenure still runs. Nothing a process can do locally detects that
+//! (`CLOCK_BOOTTIME` would, but tokio's timers use the monotonic clock); run the sidecar on
+//! nodes that are not live-suspended, or fence the work on the server with the term.
+//!
+//! Liveness: a standby learns of renewals from its watch. A watch can go quiet without
+//! breaking (a half-open connection, a stuck server); a standby that then counts the holder's
+//! expiry from an old observation tries too early, reads a renewal it never heard of, and
+//! waits a whole lease duration again. So a standby also reads the Lease when the holder has
+//! been silent for two retry periods, and a read that shows a change the watch never delivered
+//! marks the watch stale: the driver restarts it, and the elector reads every retry period
+//! until the watch delivers news again. A crash of the holder is then taken over within the
+//! lease duration plus about a retry period (and the jitter) of its last renew.
 //!
 //! Step 3 is also what client-go's elector does, so ours and client-go's interoperate on one
 //! Lease: we write the same fields in the same format (`holderIdentity`, `leaseDurationSeconds`,
@@ -34,7 +69,10 @@
 //! compares records with their times cut to whole seconds, so it may not notice a renew made
 //! in the same second as the one before, and counts its wait from an observation up to a
 //! second older than ours would be. Against client-go standbys the margin of step 3 is
-//! therefore `lease_duration - renew_deadline - 1 s`; the default timings leave 4 s.
+//! therefore `lease_duration - renew_deadline - 1 s`; the default timings leave 4 s. For the
+//! same reason every renew changes `renewTime` at whole-second resolution (see `renew_time`),
+//! so that a renew in the same second as the one before, or after our wall clock stepped
+//! back, is still a change to a client-go standby.
 //!
 //! Every new tenure increments `leaseTransitions`; its new value is the tenure's *term*, a
 //! fencing token that grows with every tenure of any elector that follows this rule. A writer
@@ -134,6 +172,10 @@ struct Observed {
     /// Monotonic instant at which we first saw this version of the Lease (any write, by
     /// anybody, is a new version). Expiry is judged from here.
     changed_at: Instant,
+    /// How long after `changed_at` this record expires for us (jitter aside): the holder's
+    /// duration; for a free record, zero if it is a release, else the duration of the holder
+    /// it was taken from (safety argument, step 5).
+    wait: Duration,
     /// Random delay added to this record's expiry (see [`Timings::max_jitter`]).
     jitter: Duration,
 }
@@ -197,6 +239,9 @@ pub enum Change {
     Released,
     /// The holder recorded in the Lease changed (`None`: the Lease is free or absent).
     NewLeader { holder: Option<String> },
+    /// A read showed a change the standby watch never delivered: restart the watch (the
+    /// elector polls every retry period until it delivers again).
+    WatchStale,
 }
 
 /// The three writes an elector makes.
@@ -299,6 +344,17 @@ pub struct Elector {
     rng: u64,
     /// The highest `leaseTransitions` seen in any record (ours or observed).
     highest_term: i32,
+    /// The lease duration of the last holder we observed that may still be acting (not us
+    /// while leading, and not one that released). A deletion or a clear that we observe
+    /// turns it into a grace period (safety argument, step 5).
+    last_holder: Option<Duration>,
+    /// No acquire before this instant: a holder may still act after its Lease was deleted.
+    grace_until: Option<Instant>,
+    /// A read showed a change the standby watch never delivered: poll every retry period
+    /// until the watch delivers news again.
+    watch_stale: bool,
+    /// When the last read was answered; paces the standby's probe reads.
+    last_read_at: Option<Instant>,
 }
 
 impl Elector {
@@ -327,7 +383,17 @@ impl Elector {
             changes: Vec::new(),
             rng: jitter_seed | 1,
             highest_term: 0,
+            last_holder: None,
+            grace_until: None,
+            watch_stale: false,
+            last_read_at: None,
         }
+    }
+
+    /// Whether the standby watch is considered stale (a read showed a change it never
+    /// delivered); the elector then polls every retry period.
+    pub fn watch_stale(&self) -> bool {
+        self.watch_stale
     }
 
     pub fn identity(&self) -> &str {
@@ -418,19 +484,19 @@ impl Elector {
             return Step::Done;
         }
 
-        let acquire_at = match &self.knowledge {
-            Knowledge::Unknown => return Step::Read,
-            Knowledge::Absent => now,
-            Knowledge::Present(o) => match o.record.holder() {
-                None => o.changed_at + o.jitter,
-                Some(_) => o.changed_at + self.holder_duration(&o.record) + o.jitter,
-            },
+        let Some(acquire_at) = self.takeover_at(now) else {
+            return Step::Read;
         };
         if !local.consumer_present {
             return Step::Wait(None);
         }
-        let acquire_at = acquire_at.max(self.acquire_not_before.unwrap_or(acquire_at));
         if now < acquire_at {
+            if let Some(probe_at) = self.probe_at(now).filter(|p| *p < acquire_at) {
+                if now >= probe_at {
+                    return Step::Read;
+                }
+                return Step::Wait(Some(probe_at));
+            }
             return Step::Wait(Some(acquire_at));
         }
         match &self.knowledge {
@@ -439,17 +505,61 @@ impl Elector {
         }
     }
 
+    /// When this elector, following, may try to acquire the Lease by what it knows at `now`
+    /// (`None`: it must read the Lease first). Not before the record it saw has expired on our
+    /// clock (safety argument, steps 3 and 5), a yield's backoff, or a deletion's grace.
+    pub fn takeover_at(&self, now: Instant) -> Option<Instant> {
+        let expires = match &self.knowledge {
+            Knowledge::Unknown => return None,
+            Knowledge::Absent => now,
+            Knowledge::Present(o) => o.changed_at + o.wait + o.jitter,
+        };
+        Some(
+            [self.acquire_not_before, self.grace_until]
+                .into_iter()
+                .flatten()
+                .fold(expires, Instant::max),
+        )
+    }
+
     /// A read returned the Lease (`None`: 404).
+    ///
+    /// A standby learns of changes from its watch; a read that shows one the watch never
+    /// delivered means the watch has gone quiet without breaking (a half-open connection, a
+    /// stuck server). The elector then polls every retry period and asks the driver, through
+    /// [`Change::WatchStale`], to restart the watch.
     pub fn on_read(&mut self, lease: Option<&Lease>, now: Instant) {
         self.succeeded();
+        self.last_read_at = Some(now);
+        if matches!(self.role, Role::Following)
+            && let Knowledge::Present(o) = &self.knowledge
+        {
+            let missed = match lease {
+                None => true,
+                Some(l) => match (rv_number(&o.lease), rv_number(l)) {
+                    (Some(known), Some(read)) => read > known,
+                    _ => o.lease.metadata.resource_version != l.metadata.resource_version,
+                },
+            };
+            if missed && !self.watch_stale {
+                self.watch_stale = true;
+                self.changes.push(Change::WatchStale);
+            }
+        }
         match lease {
             Some(lease) => self.observe(lease, now),
-            None => self.observe_absent(),
+            None => self.observe_absent(now),
         }
     }
 
-    /// A read failed; retry after a backoff.
+    /// A read failed; retry after a backoff. A standby's probe read (it knows the Lease, and
+    /// reads only to check on its watch) is simply tried again a retry period later: backing
+    /// off would postpone the takeover that the probe is there to keep on time.
     pub fn on_read_failed(&mut self, now: Instant) {
+        if matches!(self.role, Role::Following) && matches!(self.knowledge, Knowledge::Present(_)) {
+            self.last_read_at = Some(now);
+            return;
+        }
         self.failed(now, now);
     }
 
@@ -479,9 +589,9 @@ impl Elector {
     }
 
     /// The Lease was deleted under a renew or release (404 on PUT).
-    pub fn on_gone(&mut self, _write: &Write) {
+    pub fn on_gone(&mut self, _write: &Write, now: Instant) {
         self.succeeded();
-        self.observe_absent();
+        self.observe_absent(now);
     }
 
     /// The write failed without a definite answer (timeout, connection error, 5xx, 429) or was
@@ -508,15 +618,23 @@ impl Elector {
         self.failed(sent, now);
     }
 
-    /// A watch or list delivered the Lease.
+    /// A watch or list delivered the Lease. Anything newer than what we knew shows that the
+    /// watch delivers again, which ends polling.
     pub fn on_watched(&mut self, lease: &Lease, now: Instant) {
+        if self.watch_stale
+            && let Knowledge::Present(o) = &self.knowledge
+            && let (Some(known), Some(new)) = (rv_number(&o.lease), rv_number(lease))
+            && new > known
+        {
+            self.watch_stale = false;
+        }
         self.observe(lease, now);
     }
 
     /// A watch (or the list that starts it) says the Lease does not exist, as of
     /// `resource_version`. Ignored when it is older than what we know, or, while leading, when
     /// that cannot be told: a renew finds out for sure.
-    pub fn on_watched_absent(&mut self, resource_version: Option<&str>) {
+    pub fn on_watched_absent(&mut self, resource_version: Option<&str>, now: Instant) {
         let rv = resource_version.and_then(|v| v.parse::<u64>().ok());
         let known = match &self.knowledge {
             Knowledge::Present(o) => rv_number(&o.lease),
@@ -525,7 +643,7 @@ impl Elector {
         match (rv, known) {
             (Some(rv), Some(known)) if rv < known => {}
             (None, _) | (_, None) if matches!(self.role, Role::Leading(_)) => {}
-            _ => self.observe_absent(),
+            _ => self.observe_absent(now),
         }
     }
 
@@ -601,9 +719,17 @@ impl Elector {
         }
     }
 
-    fn observe_absent(&mut self) {
+    /// The Lease does not exist (any more). If a holder we observed may still be acting, no
+    /// acquire for its lease duration from now (safety argument, step 5); repeated reports of
+    /// the same absence do not extend that.
+    fn observe_absent(&mut self, now: Instant) {
         if let Role::Leading(_) = self.role {
             self.step_down(LossReason::Deleted);
+            self.last_holder = None;
+        }
+        if let Some(wait) = self.last_holder.take() {
+            let until = now + wait;
+            self.grace_until = Some(self.grace_until.map_or(until, |g| g.max(until)));
         }
         if let Knowledge::Present(o) = &self.knowledge
             && o.record.holder().is_some()
@@ -642,17 +768,18 @@ impl Elector {
                     o.record.holder().map(str::to_owned),
                     o.changed_at,
                     o.jitter,
+                    o.wait,
                 ))
             }
             _ => None,
         };
-        let (changed_at, jitter) = match &previous {
-            Some((true, _, changed_at, jitter)) => (*changed_at, *jitter),
-            _ => (now, self.next_jitter()),
+        let (changed_at, jitter, wait) = match &previous {
+            Some((true, _, changed_at, jitter, wait)) => (*changed_at, *jitter, *wait),
+            _ => (now, self.next_jitter(), self.expiry_wait(&record)),
         };
         let new_holder = record.holder().map(str::to_owned);
         let holder_changed = match &previous {
-            Some((_, old, _, _)) => *old != new_holder,
+            Some((_, old, _, _, _)) => *old != new_holder,
             None => new_holder.is_some(),
         };
         if holder_changed {
@@ -672,12 +799,54 @@ impl Elector {
             self.step_down(LossReason::TakenOver);
         }
 
+        self.last_holder = match record.holder() {
+            Some(h) if h == self.identity && matches!(self.role, Role::Leading(_)) => None,
+            Some(_) => Some(self.holder_duration(&record)),
+            // Free: a release ends the holder's claim; a clear was turned into `wait` above.
+            None if wait.is_zero() => None,
+            None => self.last_holder,
+        };
         self.knowledge = Knowledge::Present(Box::new(Observed {
             lease: lease.clone(),
             record,
             changed_at,
+            wait,
             jitter,
         }));
+    }
+
+    /// How long after we first see `record` it expires for us (jitter aside). A holder's
+    /// record: its lease duration. A free record written as a release (client-go's format:
+    /// holder `""`, `leaseDurationSeconds: 1`): at once, since only a holder that has stopped
+    /// writes it. A free record in any other form (an operator cleared the holder, or wiped
+    /// the spec): the holder may not know and still act, so its lease duration (the record's,
+    /// the last holder's we saw, or ours, whichever is longest).
+    fn expiry_wait(&self, record: &LeaseRecord) -> Duration {
+        if record.holder().is_some() {
+            return self.holder_duration(record);
+        }
+        if record.lease_duration_seconds == Some(1) {
+            return Duration::ZERO;
+        }
+        self.holder_duration(record)
+            .max(self.last_holder.unwrap_or_default())
+    }
+
+    /// When a standby should read the Lease itself, although its watch should tell it of every
+    /// change: every retry period while the watch is stale, and otherwise once a holder has been
+    /// silent for two retry periods (it renews every retry period), to find out whether the
+    /// holder stopped or the watch did. `None`: no reason to read.
+    fn probe_at(&self, now: Instant) -> Option<Instant> {
+        let Knowledge::Present(o) = &self.knowledge else {
+            return None;
+        };
+        o.record.holder()?;
+        let r = self.timings.retry_period;
+        let after_read = self.last_read_at.map_or(now, |t| t + r);
+        if self.watch_stale {
+            return Some(after_read);
+        }
+        Some(after_read.max(o.changed_at + 2 * r))
     }
 
     /// The holder's lease duration; when missing or not positive (a malformed record), ours.
@@ -724,7 +893,7 @@ impl Elector {
         let mut record = LeaseRecord::of(current);
         record.holder_identity = Some(self.identity.clone());
         record.lease_duration_seconds = Some(self.timings.lease_duration_seconds());
-        record.renew_time = Some(micros(wall));
+        record.renew_time = Some(renew_time(micros(wall), record.renew_time));
         record.write_into(lease.spec.get_or_insert_with(Default::default));
         Write {
             kind: WriteKind::Renew,
@@ -797,6 +966,21 @@ impl Elector {
 
 fn earliest(a: Instant, b: Option<Instant>) -> Instant {
     b.map_or(a, |b| a.min(b))
+}
+
+/// The `renewTime` of a renew at wall time `wall` replacing `previous`. client-go compares
+/// records with their times cut to whole seconds, so a renew that writes the same second again
+/// (a sub-second retry period, or our wall clock stepped back) is no change to a client-go
+/// standby, which would then count its wait from an older observation and could take over
+/// while we lead. Such a renew writes the next second instead: every renew changes
+/// `renewTime` at whole-second resolution, and the value stays within a second of our clock.
+fn renew_time(wall: Timestamp, previous: Option<Timestamp>) -> Timestamp {
+    match previous {
+        Some(p) if wall.as_second() == p.as_second() => wall
+            .checked_add(jiff::SignedDuration::from_secs(1))
+            .unwrap_or(wall),
+        _ => wall,
+    }
 }
 
 fn micros(t: Timestamp) -> Timestamp {

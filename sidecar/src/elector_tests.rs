@@ -88,7 +88,7 @@ fn settle(e: &mut Elector, store: &mut Store, local: Local) -> Step {
             Step::Write(w) => match store.apply(&w) {
                 Answer::Stored(stored) => e.on_written(&w, &stored, now, Instant::now()),
                 Answer::Conflict => e.on_conflict(&w),
-                Answer::Gone => e.on_gone(&w),
+                Answer::Gone => e.on_gone(&w, Instant::now()),
             },
             other => return other,
         }
@@ -144,10 +144,10 @@ async fn acquires_an_absent_lease_by_creating_it() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn acquires_a_released_or_holderless_lease_at_once_and_counts_a_transition() {
+async fn acquires_a_released_lease_at_once_and_counts_a_transition() {
     for holder in [Some(""), None] {
         let mut store = Store::default();
-        let mut l = foreign("x", 15, wall());
+        let mut l = foreign("x", 1, wall());
         l.spec.as_mut().expect("spec").holder_identity = holder.map(str::to_owned);
         store.put(l);
         let mut e = elector("a");
@@ -164,6 +164,89 @@ async fn acquires_a_released_or_holderless_lease_at_once_and_counts_a_transition
     }
 }
 
+/// Issue #15, hole 2: an operator clears `holderIdentity` (or deletes the Lease) while the
+/// holder is cut off from the API server and still leads. Only a release written by the
+/// holder itself (`leaseDurationSeconds: 1`) says it stopped; anything else makes a candidate
+/// wait the holder's lease duration from when it saw the change.
+#[tokio::test(start_paused = true)]
+async fn a_cleared_holder_is_waited_out_like_a_live_one() {
+    for holder in [Some(""), None] {
+        let mut store = Store::default();
+        store.put(foreign("x", 20, wall()));
+        let mut e = elector("a");
+        settle(&mut e, &mut store, free());
+        advance(5 * SECOND).await;
+        let mut cleared = store.get().expect("lease");
+        cleared.spec.as_mut().expect("spec").holder_identity = holder.map(str::to_owned);
+        let cleared = store.put(cleared);
+        let seen = Instant::now();
+        e.on_watched(&cleared, seen);
+        settle(&mut e, &mut store, free());
+        assert_eq!(e.takeover_at(seen), Some(seen + 20 * SECOND));
+        advance(20 * SECOND - Duration::from_millis(1)).await;
+        settle(&mut e, &mut store, free());
+        assert!(
+            e.tenure(Instant::now()).is_none(),
+            "took a cleared lease early"
+        );
+        advance(Duration::from_millis(1)).await;
+        settle(&mut e, &mut store, free());
+        assert_eq!(e.tenure(Instant::now()).map(|t| t.term), Some(5));
+    }
+    // A candidate that never saw the holder, finding the record cleared, waits all the same
+    // (the record's duration, or ours when the clear wiped it too).
+    for duration in [Some(20), None] {
+        let mut store = Store::default();
+        let mut l = foreign("", 20, wall());
+        l.spec.as_mut().expect("spec").lease_duration_seconds = duration;
+        store.put(l);
+        let mut e = elector("a");
+        let seen = Instant::now();
+        settle(&mut e, &mut store, free());
+        assert!(e.tenure(seen).is_none());
+        let wait = duration.map_or(15 * SECOND, |_| 20 * SECOND);
+        assert_eq!(e.takeover_at(seen), Some(seen + wait));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_lease_is_taken_only_after_the_last_holders_duration() {
+    let mut store = Store::default();
+    store.put(foreign("x", 20, wall()));
+    let mut e = elector("a");
+    settle(&mut e, &mut store, free());
+    advance(3 * SECOND).await;
+    store.lease = None;
+    let seen = Instant::now();
+    e.on_watched_absent(Some("2"), seen);
+    settle(&mut e, &mut store, free());
+    assert!(
+        e.tenure(Instant::now()).is_none(),
+        "took a deleted lease at once"
+    );
+    assert_eq!(e.takeover_at(seen), Some(seen + 20 * SECOND));
+    // Hearing of the same absence again (a re-list, a read) does not extend the wait.
+    advance(10 * SECOND).await;
+    e.on_read(None, Instant::now());
+    e.on_watched_absent(Some("2"), Instant::now());
+    assert_eq!(e.takeover_at(Instant::now()), Some(seen + 20 * SECOND));
+    advance(10 * SECOND).await;
+    settle(&mut e, &mut store, free());
+    let t = e.tenure(Instant::now()).expect("leader after the grace");
+    assert_eq!(t.term, 5, "the replacement continues from the term it saw");
+    assert_eq!(
+        spec(&store.get().expect("created")).lease_transitions,
+        Some(5)
+    );
+    // The holder itself, when its Lease is deleted under it, steps down and takes it again at
+    // once: only its own controller can still be acting.
+    store.lease = None;
+    e.on_watched_absent(Some("99"), Instant::now());
+    assert!(e.tenure(Instant::now()).is_none());
+    settle(&mut e, &mut store, free());
+    assert_eq!(e.tenure(Instant::now()).map(|t| t.term), Some(6));
+}
+
 #[tokio::test(start_paused = true)]
 async fn waits_the_holders_duration_from_when_it_saw_the_record_whatever_renew_time_says() {
     // renewTime an hour in the past (a skewed clock, or a long-dead holder) and an hour in the
@@ -176,11 +259,8 @@ async fn waits_the_holders_duration_from_when_it_saw_the_record_whatever_renew_t
         store.put(foreign("x", 20, renew));
         let mut e = elector("a");
         let seen = Instant::now();
-        let step = settle(&mut e, &mut store, free());
-        assert!(
-            matches!(step, Step::Wait(Some(at)) if at == seen + 20 * SECOND),
-            "{step:?}"
-        );
+        settle(&mut e, &mut store, free());
+        assert_eq!(e.takeover_at(seen), Some(seen + 20 * SECOND));
         advance(20 * SECOND - Duration::from_millis(1)).await;
         settle(&mut e, &mut store, free());
         assert!(
@@ -223,11 +303,8 @@ async fn a_malformed_duration_falls_back_to_ours() {
     store.put(l);
     let mut e = elector("a");
     let seen = Instant::now();
-    let step = settle(&mut e, &mut store, free());
-    assert!(
-        matches!(step, Step::Wait(Some(at)) if at == seen + 15 * SECOND),
-        "{step:?}"
-    );
+    settle(&mut e, &mut store, free());
+    assert_eq!(e.takeover_at(seen), Some(seen + 15 * SECOND));
 }
 
 #[tokio::test(start_paused = true)]
@@ -247,7 +324,9 @@ async fn malformed_leases_never_panic_and_never_shorten_the_wait() {
         .expect("spec")
         .lease_transitions = Some(i32::MAX);
     let cases = [
-        (no_spec, Duration::ZERO),
+        // Free, but not in the release format: it could be a holder's record wiped by
+        // somebody else, so it is waited out with our duration.
+        (no_spec, 15 * SECOND),
         (no_renew, 15 * SECOND),
         (negative, 15 * SECOND),
         (foreign(&huge, 15, wall()), 15 * SECOND),
@@ -457,7 +536,13 @@ async fn yield_releases_in_client_go_format_and_backs_off() {
     advance(SECOND).await;
     e.on_yield(Instant::now());
     assert!(e.tenure(Instant::now()).is_none());
-    let step = settle(&mut e, &mut store, free());
+    // A yield is the controller's word that every grant it holds has ended (docs/leader-api.md):
+    // the release does not wait for the grants handed out before it.
+    let granted = Local {
+        granted_until: Some(Instant::now() + 2 * SECOND),
+        ..free()
+    };
+    let step = settle(&mut e, &mut store, granted);
     let s = spec(&store.get().expect("lease"));
     assert_eq!(s.holder_identity.as_deref(), Some(""));
     assert_eq!(s.lease_duration_seconds, Some(1));
@@ -567,14 +652,14 @@ async fn a_stale_absent_report_from_the_watch_is_ignored() {
     };
     let mut e = elector("a");
     settle(&mut e, &mut store, free());
-    e.on_watched_absent(Some("5"));
+    e.on_watched_absent(Some("5"), Instant::now());
     assert!(e.tenure(Instant::now()).is_some());
-    e.on_watched_absent(None);
+    e.on_watched_absent(None, Instant::now());
     assert!(
         e.tenure(Instant::now()).is_some(),
         "incomparable: a renew will tell"
     );
-    e.on_watched_absent(Some("99"));
+    e.on_watched_absent(Some("99"), Instant::now());
     assert!(e.tenure(Instant::now()).is_none());
 }
 
@@ -642,7 +727,9 @@ async fn tenures_never_overlap_under_random_delays_failures_and_freezes() {
         while Instant::now() < start + 120 * SECOND {
             advance(Duration::from_millis(50 + next(200))).await;
             let now = Instant::now();
-            if next(200) == 0 {
+            // Freezes are what move leadership around (a handover needs one longer than the
+            // lease); about one every 15 s.
+            if next(100) == 0 {
                 frozen_until[next(3) as usize] = now + Duration::from_millis(next(30_000));
             }
             for i in 0..3 {
@@ -670,7 +757,7 @@ async fn tenures_never_overlap_under_random_delays_failures_and_freezes() {
                         match (answer, lost) {
                             (Some(Answer::Stored(l)), false) => e.on_written(&w, &l, now, now),
                             (Some(Answer::Conflict), false) => e.on_conflict(&w),
-                            (Some(Answer::Gone), false) => e.on_gone(&w),
+                            (Some(Answer::Gone), false) => e.on_gone(&w, now),
                             _ => e.on_write_failed(&w, now, now),
                         }
                     }
@@ -727,9 +814,133 @@ async fn a_writer_that_wipes_lease_transitions_cannot_make_the_term_go_back() {
     store.lease = None;
     e.on_read(None, Instant::now());
     settle(&mut e, &mut store, free());
+    assert!(
+        e.tenure(Instant::now()).is_none(),
+        "the deleted holder is waited out"
+    );
+    advance(15 * SECOND).await;
+    settle(&mut e, &mut store, free());
     assert_eq!(e.tenure(Instant::now()).map(|t| t.term), Some(5));
     assert_eq!(
         spec(&store.get().expect("created")).lease_transitions,
         Some(5)
     );
+}
+
+/// Drives a standby whose watch delivers nothing: only its own reads tell it of changes.
+/// Returns the instant it acquired.
+async fn standby_without_watch(
+    e: &mut Elector,
+    store: &mut Store,
+    renew_until: Instant,
+    holder: &str,
+) -> Instant {
+    let mut renews = 0;
+    let mut next_renew = Instant::now() + 2 * SECOND;
+    loop {
+        let now = Instant::now();
+        if now >= next_renew && now < renew_until {
+            renews += 1;
+            store.put(foreign(
+                holder,
+                15,
+                wall() + jiff::SignedDuration::from_secs(renews),
+            ));
+            next_renew = now + 2 * SECOND;
+        }
+        let step = settle(e, store, free());
+        if e.tenure(Instant::now()).is_some() {
+            return Instant::now();
+        }
+        let Step::Wait(Some(at)) = step else {
+            panic!("standby stuck: {step:?}");
+        };
+        let at = if now < renew_until {
+            at.min(next_renew)
+        } else {
+            at
+        };
+        advance(
+            at.saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        )
+        .await;
+    }
+}
+
+/// Issue #15, hole 4: the standby's watch goes quiet without breaking. Its reads while the
+/// holder looks silent find renewals the watch never delivered: it asks for a new watch and
+/// polls every retry period, so that a crash of the holder is taken over within the lease
+/// duration plus a retry period of the holder's last renew, not a second lease duration later.
+#[tokio::test(start_paused = true)]
+async fn a_standby_whose_watch_went_quiet_polls_and_takes_over_in_time() {
+    let mut store = Store::default();
+    store.put(foreign("x", 15, wall()));
+    let mut e = elector("a");
+    settle(&mut e, &mut store, free());
+    assert!(!e.watch_stale());
+    // The holder renews every 2 s for 20 s, then dies; the watch delivers none of it.
+    let crash = Instant::now() + 20 * SECOND;
+    let acquired = standby_without_watch(&mut e, &mut store, crash, "x").await;
+    assert!(e.watch_stale(), "the quiet watch was noticed");
+    assert!(
+        e.take_changes().contains(&Change::WatchStale),
+        "the driver is asked to restart the watch"
+    );
+    let last_renew = crash - 2 * SECOND;
+    let took = acquired - last_renew;
+    assert!(
+        took >= 15 * SECOND && took <= 17 * SECOND,
+        "took over {took:?} after the last renew"
+    );
+    // A watch that delivers news again ends the polling.
+    let newer = store.put(foreign("a", 15, wall()));
+    e.on_watched(&newer, Instant::now());
+    assert!(!e.watch_stale());
+}
+
+/// Issue #15, 5b: client-go compares records at whole-second resolution. A renew in the same
+/// second as the one before (a sub-second retry period, or our wall clock stepped back) writes
+/// the next second, so that a client-go standby always sees a change; the value never runs more
+/// than a second ahead of our clock.
+#[tokio::test(start_paused = true)]
+async fn every_renew_changes_renew_time_at_whole_second_resolution() {
+    let mut store = Store::default();
+    let mut e = elector("a");
+    let t0 = Timestamp::from_second(1_000_000_000).expect("valid");
+    let mut written = Vec::new();
+    // Renews at wall times 0.2 s apart, then the wall clock steps back by one renew period.
+    let walls = [0, 200, 400, 1_300, 1_100, 900, 2_500].map(|ms| {
+        t0.checked_add(jiff::SignedDuration::from_millis(ms))
+            .expect("in range")
+    });
+    for wall in walls {
+        loop {
+            match e.next_step(Instant::now(), wall, free()) {
+                Step::Read => e.on_read(store.get().as_ref(), Instant::now()),
+                Step::Write(w) => match store.apply(&w) {
+                    Answer::Stored(l) => {
+                        e.on_written(&w, &l, Instant::now(), Instant::now());
+                        written.push((wall, spec(&l).renew_time.expect("renewTime").0));
+                        break;
+                    }
+                    _ => panic!("no conflict expected"),
+                },
+                Step::Wait(Some(at)) => advance(at - Instant::now()).await,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    for pair in written.windows(2) {
+        let ((_, a), (wall, b)) = (pair[0], pair[1]);
+        assert_ne!(
+            a.as_second(),
+            b.as_second(),
+            "no change at whole seconds: {written:?}"
+        );
+        assert!(
+            b.duration_since(wall) <= jiff::SignedDuration::from_secs(1),
+            "renewTime ran ahead of the clock: {written:?}"
+        );
+    }
 }

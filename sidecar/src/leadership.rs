@@ -11,6 +11,10 @@
 //!   revocation returns the latest instant ever granted. Whoever revokes (yield, SIGTERM, losing
 //!   the consumer) knows that no grant issued before or after runs past that instant, and waits
 //!   for it before releasing the Lease.
+//! - **Losing the consumer revokes in the same breath as it is noticed.** [`Leadership::local`]
+//!   stops granting under the lock in which it finds the consumer gone, and reports the latest
+//!   grant from that same moment. Had it only reported, a `GET /leader` between the report and
+//!   the elector's step-down would get a grant that runs past the release.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -227,19 +231,30 @@ impl Leadership {
         }
     }
 
-    /// The local facts the elector needs for its next step.
+    /// The local facts the elector needs for its next step. When the consumer is gone while we
+    /// grant, granting stops here, atomically with the check, so that `granted_until` is final:
+    /// the elector releases no earlier than that.
     pub fn local(&self, now: Instant) -> Local {
-        let s = self.lock();
+        let mut s = self.lock();
         let consumer_present = Self::present(&s, self.consumer_timeout, now);
+        let revoked = !consumer_present && Self::grantable(&s, now).is_some();
+        if revoked {
+            s.revoked = true;
+        }
         let consumer_absent_at = match self.consumer_timeout {
             Some(t) if s.watchers == 0 => s.last_read.map(|r| r + t),
             _ => None,
         };
-        Local {
+        let local = Local {
             consumer_present,
             consumer_absent_at,
             granted_until: s.granted_until.filter(|u| *u > now),
+        };
+        drop(s);
+        if revoked {
+            self.view.send_modify(|v| v.epoch += 1);
         }
+        local
     }
 }
 
@@ -381,5 +396,30 @@ mod tests {
         // Off: always present.
         let off = Leadership::new("a", "ns/l", 2000 * MS, None);
         assert!(off.local(Instant::now()).consumer_present);
+    }
+
+    /// Issue #15, hole 3: the elector learns that the consumer is gone from `local()`, and
+    /// steps down and releases at the `granted_until` it reported. A `GET /leader` arriving in
+    /// between must not get a grant that runs past that instant.
+    #[tokio::test(start_paused = true)]
+    async fn noticing_the_consumer_gone_stops_granting_at_once() {
+        let l = Leadership::new("a", "ns/l", 2000 * MS, Some(5000 * MS));
+        l.set_tenure(Some(tenure(1, 60_000 * MS)));
+        let first = Instant::now();
+        assert!(l.grant(first).is_some());
+        advance(5000 * MS).await;
+        let local = l.local(Instant::now());
+        assert!(!local.consumer_present);
+        assert_eq!(local.granted_until, None, "the last grant has run out");
+        // The HTTP side answers a request before the elector has stepped down.
+        assert_eq!(
+            l.grant(Instant::now()),
+            None,
+            "no grant after the consumer was found gone"
+        );
+        assert!(!l.is_granting(Instant::now()));
+        // A new tenure (the consumer came back, the elector acquired again) grants again.
+        l.set_tenure(Some(tenure(2, 60_000 * MS)));
+        assert!(l.grant(Instant::now()).is_some());
     }
 }

@@ -10,10 +10,10 @@ use leader_sidecar::config::{Args, Settings, lease_namespace};
 use leader_sidecar::elector::Elector;
 use leader_sidecar::http::{self, Admin, Api};
 use leader_sidecar::leadership::Leadership;
-use leader_sidecar::lease_api::{LeaseApi, watch_lease};
+use leader_sidecar::lease_api::LeaseApi;
 use leader_sidecar::metrics::Metrics;
 use leader_sidecar::rlimit;
-use leader_sidecar::runner::{self, Command, Heartbeat, Runner};
+use leader_sidecar::runner::{self, Command, Heartbeat, Runner, StandbyWatch};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -168,7 +168,6 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     ));
     let heartbeat = Arc::new(Heartbeat::default());
     let (commands_tx, commands) = mpsc::channel(16);
-    let (watched_tx, watched) = mpsc::channel(64);
     let timings = settings.timings.clone();
 
     let api = Api {
@@ -192,11 +191,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.api_timeout,
         metrics.clone(),
     );
-    tokio::spawn(watch_lease(
-        leases.clone(),
-        timings.retry_period,
-        watched_tx,
-    ));
+    let watch = StandbyWatch::start(leases.clone(), timings.retry_period);
 
     let signal_leadership = leadership.clone();
     tokio::spawn(async move {
@@ -222,7 +217,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         recorder: Some(runner::recorder(client, &settings.identity)),
         lease_ref,
         heartbeat,
-        watched,
+        watch,
         commands,
     };
     runner.run().await;

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::elector::{Change, Elector, LeaseRecord, Step, WriteKind};
 use crate::leadership::Leadership;
-use crate::lease_api::{ApiFailure, LeaseApi, ReadOutcome, Watched, WriteOutcome};
+use crate::lease_api::{ApiFailure, LeaseApi, ReadOutcome, Watched, WriteOutcome, watch_lease};
 use crate::metrics::Metrics;
 
 /// Local requests to the elector.
@@ -65,8 +65,50 @@ pub struct Runner {
     pub recorder: Option<EventRecorder>,
     pub lease_ref: String,
     pub heartbeat: Arc<Heartbeat>,
-    pub watched: mpsc::Receiver<Watched>,
+    pub watch: StandbyWatch,
     pub commands: mpsc::Receiver<Command>,
+}
+
+/// The standby watch task (`watch_lease`) and the channel it reports on. The elector asks for a
+/// restart when a read shows the watch went quiet without breaking ([`Change::WatchStale`]).
+pub struct StandbyWatch {
+    leases: LeaseApi,
+    backoff: Duration,
+    tx: mpsc::Sender<Watched>,
+    rx: mpsc::Receiver<Watched>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StandbyWatch {
+    /// Starts watching; `backoff` paces restarts after errors.
+    pub fn start(leases: LeaseApi, backoff: Duration) -> Self {
+        let (tx, rx) = mpsc::channel(64);
+        let task = tokio::spawn(watch_lease(leases.clone(), backoff, tx.clone()));
+        Self {
+            leases,
+            backoff,
+            tx,
+            rx,
+            task,
+        }
+    }
+
+    /// Abandons the current watch connection and starts a new one (list, then watch). Reports
+    /// of the old one still queued are harmless: the elector skips what is older than it knows.
+    fn restart(&mut self) {
+        self.task.abort();
+        self.task = tokio::spawn(watch_lease(
+            self.leases.clone(),
+            self.backoff,
+            self.tx.clone(),
+        ));
+    }
+}
+
+impl Drop for StandbyWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Publishes the "became leader" Events on the Lease.
@@ -173,7 +215,7 @@ impl Runner {
                                 code = "404",
                                 "the lease was deleted (404 on update)"
                             );
-                            self.elector.on_gone(&write);
+                            self.elector.on_gone(&write, now);
                         }
                         WriteOutcome::Failed(f) => {
                             tracing::warn!(
@@ -194,13 +236,13 @@ impl Runner {
                     let until = until.map_or(cap, |u| u.min(cap));
                     tokio::select! {
                         _ = tokio::time::sleep_until(until) => {}
-                        Some(w) = self.watched.recv() => {
+                        Some(w) = self.watch.rx.recv() => {
                             let now = Instant::now();
                             self.observed_now();
                             match w {
                                 Watched::Applied(lease) => self.elector.on_watched(&lease, now),
                                 Watched::Absent { resource_version } => {
-                                    self.elector.on_watched_absent(resource_version.as_deref());
+                                    self.elector.on_watched_absent(resource_version.as_deref(), now);
                                 }
                             }
                         }
@@ -268,6 +310,17 @@ impl Runner {
                         "new leader observed: {}",
                         holder.as_deref().unwrap_or("<none>")
                     );
+                }
+                Change::WatchStale => {
+                    tracing::warn!(
+                        lease = %self.lease_ref,
+                        verb = "watch",
+                        code = "stale",
+                        "a read showed a lease change the watch never delivered; restarting the \
+                         watch and polling every retry period until it delivers again"
+                    );
+                    self.metrics.api_error("leases", "watch", "stale");
+                    self.watch.restart();
                 }
             }
         }
