@@ -57,10 +57,10 @@
 //! breaking (a half-open connection, a stuck server); a standby that then counts the holder's
 //! expiry from an old observation tries too early, reads a renewal it never heard of, and
 //! waits a whole lease duration again. So a standby also reads the Lease when the holder has
-//! been silent for two retry periods, and a read that shows a change the watch never delivered
-//! marks the watch stale: the driver restarts it, and the elector reads every retry period
-//! until the watch delivers news again. A crash of the holder is then taken over within the
-//! lease duration plus about a retry period (and the jitter) of its last renew.
+//! been silent for one and a half retry periods, and a read that shows a change the watch never
+//! delivered marks the watch stale: the driver restarts it, and the elector reads every half
+//! retry period until the watch delivers news again. A crash of the holder is then taken over
+//! within the lease duration plus a retry period of the kill.
 //!
 //! Step 3 is also what client-go's elector does, so ours and client-go's interoperate on one
 //! Lease: we write the same fields in the same format (`holderIdentity`, `leaseDurationSeconds`,
@@ -553,7 +553,7 @@ impl Elector {
     }
 
     /// A read failed; retry after a backoff. A standby's probe read (it knows the Lease, and
-    /// reads only to check on its watch) is simply tried again a retry period later: backing
+    /// reads only to check on its watch) is simply tried again on the probe's schedule: backing
     /// off would postpone the takeover that the probe is there to keep on time.
     pub fn on_read_failed(&mut self, now: Instant) {
         if matches!(self.role, Role::Following) && matches!(self.knowledge, Knowledge::Present(_)) {
@@ -618,7 +618,13 @@ impl Elector {
         self.failed(sent, now);
     }
 
-    /// A watch or list delivered the Lease. Anything newer than what we knew shows that the
+    /// The list that (re)starts the watch returned the Lease. Unlike a watch event it does not
+    /// show that the watch delivers (a restarted watch may be as quiet as the old one).
+    pub fn on_listed(&mut self, lease: &Lease, now: Instant) {
+        self.observe(lease, now);
+    }
+
+    /// A watch event delivered the Lease. Anything newer than what we knew shows that the
     /// watch delivers again, which ends polling.
     pub fn on_watched(&mut self, lease: &Lease, now: Instant) {
         if self.watch_stale
@@ -833,20 +839,23 @@ impl Elector {
     }
 
     /// When a standby should read the Lease itself, although its watch should tell it of every
-    /// change: every retry period while the watch is stale, and otherwise once a holder has been
-    /// silent for two retry periods (it renews every retry period), to find out whether the
-    /// holder stopped or the watch did. `None`: no reason to read.
+    /// change: every half retry period while the watch is stale, and otherwise once a holder has
+    /// been silent for one and a half retry periods (it renews every retry period), to find out
+    /// whether the holder stopped or the watch did. Either way a standby learns of the holder's
+    /// last renew at most half a retry period late, so that a crash is taken over within the
+    /// lease duration plus a retry period, jitter and request latency included. `None`: no
+    /// reason to read.
     fn probe_at(&self, now: Instant) -> Option<Instant> {
         let Knowledge::Present(o) = &self.knowledge else {
             return None;
         };
         o.record.holder()?;
-        let r = self.timings.retry_period;
-        let after_read = self.last_read_at.map_or(now, |t| t + r);
+        let half = self.timings.retry_period / 2;
+        let after_read = self.last_read_at.map_or(now, |t| t + half);
         if self.watch_stale {
             return Some(after_read);
         }
-        Some(after_read.max(o.changed_at + 2 * r))
+        Some(after_read.max(o.changed_at + 3 * half))
     }
 
     /// The holder's lease duration; when missing or not positive (a malformed record), ours.

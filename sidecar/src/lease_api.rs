@@ -223,11 +223,13 @@ impl LeaseApi {
 /// What the standby watch reports to the elector driver.
 #[derive(Debug)]
 pub enum Watched {
+    /// The list that (re)starts the watch returned the Lease: the state, not news delivered by
+    /// the watch, so it does not show that the watch works.
+    Listed(Box<Lease>),
+    /// A watch event delivered the Lease.
     Applied(Box<Lease>),
     /// The Lease does not exist as of this resourceVersion.
-    Absent {
-        resource_version: Option<String>,
-    },
+    Absent { resource_version: Option<String> },
 }
 
 /// Watches the one Lease (`fieldSelector=metadata.name=<name>`) forever: list to learn the
@@ -263,7 +265,7 @@ pub async fn watch_lease(leases: LeaseApi, backoff: Duration, tx: mpsc::Sender<W
                 };
                 let list_rv = list.metadata.resource_version.clone();
                 let msg = match list.items.into_iter().next() {
-                    Some(lease) => Watched::Applied(Box::new(lease)),
+                    Some(lease) => Watched::Listed(Box::new(lease)),
                     None => Watched::Absent {
                         resource_version: list_rv,
                     },

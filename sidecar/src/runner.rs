@@ -241,6 +241,7 @@ impl Runner {
                             self.observed_now();
                             match w {
                                 Watched::Applied(lease) => self.elector.on_watched(&lease, now),
+                                Watched::Listed(lease) => self.elector.on_listed(&lease, now),
                                 Watched::Absent { resource_version } => {
                                     self.elector.on_watched_absent(resource_version.as_deref(), now);
                                 }

@@ -17,6 +17,13 @@
 //!    also gives the time from the killed leader's last successful renew to the standby's
 //!    takeover write. Expected: kill→leader = lease duration − (time since the last renew) plus
 //!    the overhead; target ≤ lease duration + 0.5 s.
+//!    **With the standby's watch stalled** (`--only stalled-watch`): the same, but once the pair
+//!    is set up the in-memory server holds back every watch event of the standby (its watch
+//!    stays open and silent, as over a black-holed connection), from before the kill until
+//!    the end of the run. The standby learns of renewals only from its own reads (it reads when
+//!    the holder looks silent for one and a half retry periods, then every half retry period
+//!    once a read shows a renewal its watch never delivered). Target: kill→leader ≤ lease
+//!    duration + retry period, every run.
 //! 2. **Graceful handover**: two sidecars; the bench plays the leader's controller: it reads the
 //!    leader's `/leader` (holding a grant), then sends SIGTERM and at once `POST /leader/yield`,
 //!    as a controller does when it shuts down, and polls the standby every 5 ms. Target ≤ 0.5 s.
@@ -118,6 +125,8 @@ struct Args {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Part {
     Crash,
+    /// Crash failover with the standby's Lease watch stalled (events held, connection open).
+    StalledWatch,
     Handover,
     Load,
     Rate,
@@ -224,6 +233,8 @@ struct Bench {
     sections: Vec<report::Section>,
     /// Where the report and its figure go.
     out: PathBuf,
+    /// Each sidecar's bearer token, by identity (fault rules match on it).
+    tokens: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 /// One `VmHWM` reading of a controller.
@@ -275,9 +286,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         controller_rss: Vec::new(),
         sections: Vec::new(),
         out: args.out.clone(),
+        tokens: Default::default(),
     };
     if wants(Part::Crash) {
-        bench.crash().await.context("crash failover")?;
+        bench.crash(false).await.context("crash failover")?;
+    }
+    if wants(Part::StalledWatch) {
+        bench
+            .crash(true)
+            .await
+            .context("crash failover with the standby's watch stalled")?;
     }
     if wants(Part::Handover) {
         bench.handover().await.context("graceful handover")?;
@@ -375,7 +393,13 @@ impl Bench {
     }
 
     async fn spawn(&self, lease: &str, id: &str, flags: &[String]) -> anyhow::Result<Sidecar> {
-        let (kubeconfig, _) = self.cluster.client_kubeconfig(id)?;
+        let (kubeconfig, token) = self.cluster.client_kubeconfig(id)?;
+        if let Some(token) = token {
+            self.tokens
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.to_owned(), token);
+        }
         let spec = SidecarSpec::new(&kubeconfig, self.cluster.namespace(), lease, id)
             .args(flags.iter().cloned());
         Sidecar::spawn(spec)
@@ -425,14 +449,32 @@ impl Bench {
             .collect())
     }
 
-    async fn crash(&mut self) -> anyhow::Result<()> {
+    /// Crash failover; `stalled`: with the standby's watch stalled from before the kill.
+    async fn crash(&mut self, stalled: bool) -> anyhow::Result<()> {
         let (lease_d, retry) = (self.plan.crash_lease, self.plan.crash_retry);
         let flags = self.plan.crash_flags.clone();
         let mut runs = Vec::new();
         let (mut took, mut renew_to, mut overhead) = (Vec::new(), Vec::new(), Vec::new());
+        let (name, what) = if stalled {
+            ("stalled", "crash failover, standby's watch stalled")
+        } else {
+            ("crash", "crash failover")
+        };
         for i in 0..self.plan.crash_runs {
-            let lease = format!("crash-{i}");
+            let lease = format!("{name}-{i}");
             let (mut leader, standby) = self.pair(&lease, &flags).await?;
+            let hold = if stalled {
+                let token = self
+                    .tokens
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&standby.identity)
+                    .cloned()
+                    .context("the standby has no token of its own")?;
+                Some(self.server()?.faults().hold_watches(&token))
+            } else {
+                None
+            };
             // Past the first renew, then a random point of the renew cycle.
             let retry_ms = u64::try_from(retry.as_millis())?;
             tokio::time::sleep(retry + Duration::from_millis(rand::random_range(0..retry_ms)))
@@ -443,6 +485,9 @@ impl Bench {
             leader.signal(libc::SIGKILL)?;
             poll(&standby, lease_d * 3 + WAIT, |s| s.is_leader).await?;
             let elapsed = ms(t0.elapsed());
+            if let Some(rule) = hold {
+                self.server()?.faults().remove(rule);
+            }
             leader.wait_exit(WAIT).await?;
             self.record_rss("crash failover", &[&standby]);
             let last_renew = self
@@ -465,7 +510,7 @@ impl Bench {
                 overhead.push(elapsed - (ms(lease_d) - sr as f64));
             }
             eprintln!(
-                "crash {}/{}: kill→leader {}, last renew→takeover {}",
+                "{name} {}/{}: kill→leader {}, last renew→takeover {}",
                 i + 1,
                 self.plan.crash_runs,
                 show_ms(elapsed),
@@ -477,25 +522,41 @@ impl Bench {
                 "last_renew_to_takeover_ms": renew_takeover,
             }));
         }
-        let target = ms(lease_d) + 500.0;
+        let (target, target_text) = if stalled {
+            let t = ms(lease_d) + ms(retry);
+            let text = format!(
+                "≤ {} (lease {} + retry period {}), every run",
+                show_ms(t),
+                show_ms(ms(lease_d)),
+                show_ms(ms(retry))
+            );
+            (t, text)
+        } else {
+            let t = ms(lease_d) + 500.0;
+            (
+                t,
+                format!(
+                    "≤ {} (lease {} + 0.5 s), every run",
+                    show_ms(t),
+                    show_ms(ms(lease_d))
+                ),
+            )
+        };
         let n = took.len();
         if let Some(s) = Summary::of(&took) {
             self.rows.push(Row {
-                metric: format!(
-                    "crash failover, SIGKILL → standby is_leader (median / p90 / max, n={n})"
-                ),
+                metric: format!("{what}, SIGKILL → standby is_leader (median / p90 / max, n={n})"),
                 measured: s.show_ms(),
-                target: format!(
-                    "≤ {} (lease {} + 0.5 s), every run",
-                    show_ms(target),
-                    show_ms(ms(lease_d))
-                ),
+                target: target_text,
                 met: Some(s.max <= target),
             });
         }
         if let Some(s) = Summary::of(&renew_to) {
             self.rows.push(Row {
-                metric: format!("crash failover, leader's last renew → standby's takeover write (median / p90 / max, n={})", s.n),
+                metric: format!(
+                    "{what}, leader's last renew → standby's takeover write (median / p90 / max, n={})",
+                    s.n
+                ),
                 measured: s.show_ms(),
                 target: format!("≤ {}, every run", show_ms(target)),
                 met: Some(s.max <= target),
@@ -503,7 +564,7 @@ impl Bench {
         }
         let summary = |v: &[f64]| Summary::of(v).map_or(Value::Null, |s| s.json());
         self.details.insert(
-            "crash_failover".into(),
+            if stalled { "crash_failover_stalled_watch" } else { "crash_failover" }.into(),
             json!({
                 "timings": if flags.is_empty() { json!("defaults: --lease-duration 15s --renew-deadline 10s --retry-period 2s") } else { json!(flags.join(" ")) },
                 "kill_to_leader_ms": summary(&took),
@@ -512,6 +573,9 @@ impl Bench {
                 "runs": runs,
             }),
         );
+        if stalled {
+            return Ok(());
+        }
         self.notes.push(format!(
             "Crash failover: the kill lands at a random point of the renew cycle, so kill→leader is about \
              lease duration − (time since the last renew) + overhead; `overhead_beyond_lease_ms` in the details \
