@@ -36,8 +36,9 @@
 //!    (or, wiped, ours), and at least the last holder's we saw, from when we saw it. A deletion
 //!    of a Lease whose holder we saw gives that holder's duration from when we saw the
 //!    deletion. Repeated reports of one deletion do not extend the wait. The holder itself,
-//!    when its own Lease is deleted under it, steps down and may take it again at once: only
-//!    its own controller can still act, and a new term revokes that controller's grants.
+//!    when its own Lease is deleted or cleared under it, steps down and may take it again at
+//!    once: only its own controller can still act, and a new term revokes that controller's
+//!    grants.
 //!    **The one case this cannot cover:** a candidate that never saw the Lease before its
 //!    deletion (it started, or restarted, after it) finds nothing to wait out and may create the
 //!    Lease at once while a cut-off holder still leads. Deleting a held Lease is therefore an
@@ -781,7 +782,11 @@ impl Elector {
         };
         let (changed_at, jitter, wait) = match &previous {
             Some((true, _, changed_at, jitter, wait)) => (*changed_at, *jitter, *wait),
-            _ => (now, self.next_jitter(), self.expiry_wait(&record)),
+            _ => {
+                let was_ours =
+                    matches!(&previous, Some((_, Some(h), _, _, _)) if *h == self.identity);
+                (now, self.next_jitter(), self.expiry_wait(&record, was_ours))
+            }
         };
         let new_holder = record.holder().map(str::to_owned);
         let holder_changed = match &previous {
@@ -826,12 +831,14 @@ impl Elector {
     /// holder `""`, `leaseDurationSeconds: 1`): at once, since only a holder that has stopped
     /// writes it. A free record in any other form (an operator cleared the holder, or wiped
     /// the spec): the holder may not know and still act, so its lease duration (the record's,
-    /// the last holder's we saw, or ours, whichever is longest).
-    fn expiry_wait(&self, record: &LeaseRecord) -> Duration {
+    /// the last holder's we saw, or ours, whichever is longest). Except for the holder itself
+    /// (`was_ours`): only its own controller can still act, and a new term revokes that one's
+    /// grants, so it may take the Lease back at once.
+    fn expiry_wait(&self, record: &LeaseRecord, was_ours: bool) -> Duration {
         if record.holder().is_some() {
             return self.holder_duration(record);
         }
-        if record.lease_duration_seconds == Some(1) {
+        if record.lease_duration_seconds == Some(1) || was_ours {
             return Duration::ZERO;
         }
         self.holder_duration(record)

@@ -193,6 +193,18 @@ async fn a_cleared_holder_is_waited_out_like_a_live_one() {
         settle(&mut e, &mut store, free());
         assert_eq!(e.tenure(Instant::now()).map(|t| t.term), Some(5));
     }
+    // The holder itself, finding its own record cleared, takes it back at once (a new term).
+    let mut store = Store::default();
+    let mut e = elector("a");
+    settle(&mut e, &mut store, free());
+    let term = e.tenure(Instant::now()).expect("leader").term;
+    let mut cleared = store.get().expect("lease");
+    cleared.spec.as_mut().expect("spec").holder_identity = None;
+    let cleared = store.put(cleared);
+    e.on_watched(&cleared, Instant::now());
+    assert!(e.tenure(Instant::now()).is_none(), "stepped down");
+    settle(&mut e, &mut store, free());
+    assert_eq!(e.tenure(Instant::now()).map(|t| t.term), Some(term + 1));
     // A candidate that never saw the holder, finding the record cleared, waits all the same
     // (the record's duration, or ours when the clear wiped it too).
     for duration in [Some(20), None] {
