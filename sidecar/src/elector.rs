@@ -356,6 +356,14 @@ pub struct Elector {
     watch_stale: bool,
     /// When the last read was answered; paces the standby's probe reads.
     last_read_at: Option<Instant>,
+    /// What we knew before a failed write made it `Unknown`. A read that returns the very same
+    /// version restores it, so that the version keeps the instant we first saw it: nobody
+    /// wrote since, and re-counting the wait from the read would only delay a takeover (after an
+    /// API outage, by a whole lease duration).
+    forgotten: Option<Box<Observed>>,
+    /// Whether we have ever seen the Lease exist. A Lease we saw is never created again at
+    /// term 0, even if the highest term we saw was 0.
+    seen_lease: bool,
 }
 
 impl Elector {
@@ -388,6 +396,8 @@ impl Elector {
             grace_until: None,
             watch_stale: false,
             last_read_at: None,
+            forgotten: None,
+            seen_lease: false,
         }
     }
 
@@ -586,7 +596,15 @@ impl Elector {
     /// was created by somebody else first. Read it again before deciding anything.
     pub fn on_conflict(&mut self, _write: &Write) {
         self.succeeded();
-        self.knowledge = Knowledge::Unknown;
+        self.forget();
+    }
+
+    /// Our knowledge may be out of date: read before deciding anything, but keep what we knew
+    /// in case the read shows nothing changed.
+    fn forget(&mut self) {
+        if let Knowledge::Present(o) = std::mem::replace(&mut self.knowledge, Knowledge::Unknown) {
+            self.forgotten = Some(o);
+        }
     }
 
     /// The Lease was deleted under a renew or release (404 on PUT).
@@ -614,7 +632,7 @@ impl Elector {
         if write.kind != WriteKind::Renew {
             // A renew keeps its knowledge: the next renew reuses the resourceVersion, and a
             // 409 then tells us the first one committed.
-            self.knowledge = Knowledge::Unknown;
+            self.forget();
         }
         self.failed(sent, now);
     }
@@ -744,11 +762,20 @@ impl Elector {
             self.changes.push(Change::NewLeader { holder: None });
         }
         self.knowledge = Knowledge::Absent;
+        self.forgotten = None;
     }
 
     fn observe(&mut self, lease: &Lease, now: Instant) {
         let record = LeaseRecord::of(lease);
         self.highest_term = self.highest_term.max(record.lease_transitions.unwrap_or(0));
+        self.seen_lease = true;
+        if let Some(f) = self.forgotten.take()
+            && matches!(self.knowledge, Knowledge::Unknown)
+            && f.record == record
+            && f.lease.metadata.resource_version == lease.metadata.resource_version
+        {
+            self.knowledge = Knowledge::Present(f);
+        }
         let previous = match &self.knowledge {
             Knowledge::Present(o) => {
                 // Watch events may arrive after a read that returned something newer. Where
@@ -884,7 +911,7 @@ impl Elector {
             }
             // A Lease that never existed starts at 0, as client-go's does; one that was deleted
             // after we saw it continues from what we saw.
-            None if self.highest_term > 0 => {
+            None if self.seen_lease => {
                 (self.new_lease(), true, self.highest_term.saturating_add(1))
             }
             None => (self.new_lease(), true, 0),
