@@ -769,6 +769,15 @@ impl Elector {
         let record = LeaseRecord::of(lease);
         self.highest_term = self.highest_term.max(record.lease_transitions.unwrap_or(0));
         self.seen_lease = true;
+        // Whether the record we knew last, even if a failed write made us forget it, was ours.
+        let was_ours = matches!(self.role, Role::Leading(_))
+            || [
+                self.observed_record(),
+                self.forgotten.as_deref().map(|f| &f.record),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|r| r.holder() == Some(self.identity.as_str()));
         if let Some(f) = self.forgotten.take()
             && matches!(self.knowledge, Knowledge::Unknown)
             && f.record == record
@@ -809,11 +818,7 @@ impl Elector {
         };
         let (changed_at, jitter, wait) = match &previous {
             Some((true, _, changed_at, jitter, wait)) => (*changed_at, *jitter, *wait),
-            _ => {
-                let was_ours =
-                    matches!(&previous, Some((_, Some(h), _, _, _)) if *h == self.identity);
-                (now, self.next_jitter(), self.expiry_wait(&record, was_ours))
-            }
+            _ => (now, self.next_jitter(), self.expiry_wait(&record, was_ours)),
         };
         let new_holder = record.holder().map(str::to_owned);
         let holder_changed = match &previous {
@@ -851,6 +856,13 @@ impl Elector {
             wait,
             jitter,
         }));
+    }
+
+    fn observed_record(&self) -> Option<&LeaseRecord> {
+        match &self.knowledge {
+            Knowledge::Present(o) => Some(&o.record),
+            _ => None,
+        }
     }
 
     /// How long after we first see `record` it expires for us (jitter aside). A holder's

@@ -14,6 +14,11 @@
 //! - a window opened by a takeover carries a higher term than the one before it;
 //! - every object created is ready for its current generation (nothing lost).
 //!
+//! [`World::judge_liveness`] adds what the fault suite also demands, from the instants a
+//! scenario records with [`World::mark_fault`] and [`World::mark_heal`]: once a fault heals,
+//! a controller is active again soon; no sidecar leads while its controller idles; and work
+//! created after the heal is done promptly (see [`Liveness`]).
+//!
 //! Pods are only ever added, never forgotten: a pod whose processes were killed or replaced
 //! keeps its logs, so its windows are still judged.
 
@@ -30,6 +35,7 @@ use serde_json::Value;
 use tokio::process::Command;
 use tokio::time::Instant;
 
+use crate::apiserver::audit::AuditRecord;
 use crate::apiserver::{ApiServer, Config};
 use crate::cluster::{TempDir, TestCluster};
 use crate::conformance::ControllerCommand;
@@ -38,7 +44,7 @@ use crate::controller::{
     check_writes_inside_windows,
 };
 use crate::kubelet::PodCredentials;
-use crate::process::LoggedChild;
+use crate::process::{LoggedChild, message, timestamp};
 use crate::sidecar::{Sidecar, SidecarSpec};
 use crate::{newresources, tokens, web};
 
@@ -120,6 +126,35 @@ pub struct World {
     /// Windows of electors that are not pods of this world (a client-go elector on the same
     /// Lease), by name.
     foreign: Vec<(String, Vec<ActiveWindow>)>,
+    /// Every object created, with the instant just before its create request.
+    created: Vec<(String, Timestamp)>,
+    /// When faults began and healed, as the scenario recorded them.
+    pub marks: Vec<FaultMark>,
+}
+
+/// An instant a scenario recorded: a fault began, or it healed (a fault without a heal, such
+/// as kill -9, records its own instant as both).
+#[derive(Clone, Debug)]
+pub struct FaultMark {
+    pub at: Timestamp,
+    pub heal: bool,
+    pub what: String,
+}
+
+/// The bounds [`World::judge_liveness`] holds a run to.
+#[derive(Clone, Copy, Debug)]
+pub struct Liveness {
+    /// After a heal, some controller (or foreign elector) is active within this long: lease
+    /// duration + retry period + 1 s.
+    pub active_after_heal: Duration,
+    /// A sidecar leads while its (living) controller is not active for at most this long: one
+    /// grant + one poll interval of the controller.
+    pub idle_leader: Duration,
+    /// The sidecars' renew deadline: a tenure ends at the latest this long after the last Lease
+    /// write of its sidecar that the API server accepted.
+    pub renew_deadline: Duration,
+    /// An object created after a heal (and before the next fault) is ready within this long.
+    pub ready_after_heal: Duration,
 }
 
 /// What [`World::judge`] found.
@@ -155,6 +190,8 @@ impl World {
             api,
             objects: Vec::new(),
             foreign: Vec::new(),
+            created: Vec::new(),
+            marks: Vec::new(),
         };
         for i in 0..spec.pods {
             world.add_pod(&pod_name(i), PodOptions::default()).await?;
@@ -216,6 +253,11 @@ impl World {
         Ok(self.pods.len() - 1)
     }
 
+    /// A directory that lives as long as the world (for files its processes read).
+    pub fn scratch_dir(&self) -> &std::path::Path {
+        self.files.path()
+    }
+
     /// The Lease the sidecars compete for.
     pub fn lease_name(&self) -> String {
         self.lease.clone()
@@ -230,10 +272,32 @@ impl World {
 
     /// Creates `n` more objects named `<prefix>-NN`.
     pub async fn create(&mut self, prefix: &str, n: usize) -> anyhow::Result<()> {
-        let names = newresources::names(prefix, 0..n);
-        newresources::create(&self.api, &names).await?;
-        self.objects.extend(names);
+        for name in newresources::names(prefix, 0..n) {
+            let at = Timestamp::now();
+            newresources::create(&self.api, std::slice::from_ref(&name)).await?;
+            self.created.push((name.clone(), at));
+            self.objects.push(name);
+        }
         Ok(())
+    }
+
+    /// Records that a fault begins now.
+    pub fn mark_fault(&mut self, what: &str) {
+        self.marks.push(FaultMark {
+            at: Timestamp::now(),
+            heal: false,
+            what: what.to_owned(),
+        });
+    }
+
+    /// Records that a fault heals now (or, for a fault that does not heal, such as kill -9,
+    /// that it happened now). Liveness is judged from these instants.
+    pub fn mark_heal(&mut self, what: &str) {
+        self.marks.push(FaultMark {
+            at: Timestamp::now(),
+            heal: true,
+            what: what.to_owned(),
+        });
     }
 
     /// Waits until every object created so far is ready for its current generation.
@@ -408,10 +472,209 @@ impl World {
         })
     }
 
-    /// Thaws every sidecar (a failed run may leave one stopped), so that drop can kill it.
+    /// Liveness, from the instants the scenario recorded (at least one heal is required):
+    ///
+    /// 1. after every heal, some controller (or foreign elector) is active within
+    ///    [`Liveness::active_after_heal`];
+    /// 2. no sidecar leads while its controller is alive and not active for longer than
+    ///    [`Liveness::idle_leader`] (see [`World::leading_intervals`] for how "leads" is read);
+    /// 3. in memory, every object created after a heal and before the next fault began was
+    ///    ready within [`Liveness::ready_after_heal`] of its creation, as the API server's audit
+    ///    log shows (its first accepted status write).
+    pub async fn judge_liveness(&self, bounds: &Liveness) -> anyhow::Result<()> {
+        let heals: Vec<&FaultMark> = self.marks.iter().filter(|m| m.heal).collect();
+        anyhow::ensure!(
+            !heals.is_empty(),
+            "liveness: the scenario recorded no instant at which its fault healed"
+        );
+        for heal in heals {
+            self.active_after(heal, bounds.active_after_heal).await?;
+        }
+        let audit = self.cluster.in_memory().map(ApiServer::audit);
+        let windows = self.windows()?;
+        for (i, pod) in self.pods.iter().enumerate() {
+            let own = &windows[i].1;
+            for (from, to) in self.leading_intervals(i, audit.as_deref(), bounds.renew_deadline) {
+                let to = match pod.controller_killed_at {
+                    Some(killed) => to.min(killed),
+                    None => to,
+                };
+                if let Some((idle_from, idle)) = longest_gap(from, to, own)
+                    && idle > bounds.idle_leader
+                {
+                    bail!(
+                        "liveness: {}'s sidecar led from {from} to {to}, but its controller was \
+                         not active for {:.2} s from {idle_from} (allowed: {:?}, a grant and a \
+                         poll interval); windows {own:?}",
+                        pod.name,
+                        idle.as_secs_f64(),
+                        bounds.idle_leader
+                    );
+                }
+            }
+        }
+        if let Some(audit) = &audit {
+            self.ready_after_heals(audit, bounds.ready_after_heal)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until some window (of a controller or a foreign elector) covers an instant in
+    /// `[heal, heal + within]`, and fails once that interval has passed without one.
+    async fn active_after(&self, heal: &FaultMark, within: Duration) -> anyhow::Result<()> {
+        let until = heal.at + within;
+        loop {
+            let mut all = self.windows()?;
+            all.extend(self.foreign.iter().cloned());
+            let active = all
+                .iter()
+                .flat_map(|(_, ws)| ws)
+                .any(|w| w.start <= until && w.end.is_none_or(|end| end >= heal.at));
+            if active {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Timestamp::now() <= until,
+                "liveness: no controller active within {within:?} of \"{}\" at {} (windows {})",
+                heal.what,
+                heal.at,
+                window_labels(&all)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// When pod `i`'s sidecar led, as closed intervals. From its log: from each "successfully
+    /// acquired lease" line to the next "lost lease" or "released lease" line (or now). In
+    /// memory each end is capped at the last Lease write of that sidecar the API server
+    /// accepted before it plus the renew deadline: a frozen or killed sidecar logs its loss
+    /// late or never, but its tenure provably ended there. The audit log alone cannot tell an
+    /// acquire or a renew from a release, nor a write the sidecar gave up on (a timeout) from
+    /// one it leads on, so the log is the primary source.
+    ///
+    /// A sidecar under libfaketime logs in its faked clock, so its log cannot be compared with
+    /// the others: its intervals are read from the audit log alone, each run of accepted Lease
+    /// writes no further apart than the renew deadline counting as one tenure, from its first
+    /// write to its last plus the renew deadline. Lines of an earlier process of a restarted
+    /// sidecar are gone with it; its tenure ended when it was killed.
+    pub fn leading_intervals(
+        &self,
+        i: usize,
+        audit: Option<&[AuditRecord]>,
+        renew_deadline: Duration,
+    ) -> Vec<(Timestamp, Timestamp)> {
+        let pod = &self.pods[i];
+        let user = format!("{}-sidecar", pod.name);
+        let writes: Vec<Timestamp> = audit
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| {
+                r.user == user
+                    && r.resource == "leases"
+                    && r.name.as_deref().is_none_or(|n| n == self.lease)
+                    && matches!(r.verb.as_str(), "create" | "update" | "patch")
+                    && r.code < 300
+            })
+            .filter_map(|r| Timestamp::from_millisecond(r.at_ms).ok())
+            .collect();
+        let faked = pod
+            .sidecar_spec
+            .env
+            .iter()
+            .any(|(k, _)| k.starts_with("FAKETIME"));
+        if faked {
+            let mut out: Vec<(Timestamp, Timestamp)> = Vec::new();
+            for at in writes {
+                match out.last_mut() {
+                    Some((_, end)) if at <= *end => *end = at + renew_deadline,
+                    _ => out.push((at, at + renew_deadline)),
+                }
+            }
+            return out;
+        }
+        let now = Timestamp::now();
+        let mut out = Vec::new();
+        let mut open: Option<Timestamp> = None;
+        for line in pod.sidecar.logs() {
+            let msg = message(&line);
+            let Some(at) = timestamp(&line) else { continue };
+            if msg.starts_with("successfully acquired lease") {
+                open = open.or(Some(at));
+            } else if (msg.starts_with("lost lease") || msg.starts_with("released lease"))
+                && let Some(from) = open.take()
+            {
+                out.push((from, at));
+            }
+        }
+        if let Some(from) = open {
+            out.push((from, now));
+        }
+        if audit.is_none() {
+            return out;
+        }
+        out.into_iter()
+            .map(|(from, to)| {
+                // The acquire itself was answered a moment before its line was logged.
+                let last = writes
+                    .iter()
+                    .filter(|w| **w <= to && **w + Duration::from_secs(1) >= from)
+                    .max();
+                match last {
+                    Some(w) => (from, to.min(*w + renew_deadline).max(from)),
+                    None => (from, to),
+                }
+            })
+            .collect()
+    }
+
+    /// Rule 3 of [`World::judge_liveness`].
+    fn ready_after_heals(&self, audit: &[AuditRecord], within: Duration) -> anyhow::Result<()> {
+        let mut marks = self.marks.clone();
+        marks.sort_by_key(|m| m.at);
+        for (name, created) in &self.created {
+            // The latest mark before the creation must be a heal: objects created while a
+            // fault is in force are judged by the safety checks only.
+            let Some(last) = marks.iter().rev().find(|m| m.at <= *created) else {
+                continue;
+            };
+            if !last.heal {
+                continue;
+            }
+            let ready = audit
+                .iter()
+                .filter(|r| {
+                    r.resource == "newresources"
+                        && r.subresource.as_deref() == Some("status")
+                        && r.name.as_deref() == Some(name.as_str())
+                        && r.code < 300
+                        && r.at_ms >= created.as_millisecond()
+                })
+                .map(|r| r.at_ms)
+                .min();
+            let took = ready.map(|at| {
+                Duration::from_millis(
+                    u64::try_from(at - created.as_millisecond()).unwrap_or_default(),
+                )
+            });
+            anyhow::ensure!(
+                took.is_some_and(|t| t <= within),
+                "liveness: {name}, created {created} after \"{}\", was {} (allowed: {within:?})",
+                last.what,
+                match took {
+                    Some(t) => format!("ready only after {:.2} s", t.as_secs_f64()),
+                    None => "never written ready".to_owned(),
+                }
+            );
+        }
+        Ok(())
+    }
+
+    /// Thaws every sidecar and controller (a failed run may leave one stopped), so that drop
+    /// can kill it.
     pub fn thaw_all(&self) {
         for pod in &self.pods {
             let _ = pod.sidecar.signal(libc::SIGCONT);
+            let _ = pod.controller.signal(libc::SIGCONT);
         }
     }
 
@@ -474,6 +737,44 @@ pub fn check_terms_grow(windows: &[(String, Vec<ActiveWindow>)]) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// The longest part of `[from, to]` that no window of `windows` covers (an open window lasts
+/// until now), with where it starts.
+fn longest_gap(
+    from: Timestamp,
+    to: Timestamp,
+    windows: &[ActiveWindow],
+) -> Option<(Timestamp, Duration)> {
+    if to <= from {
+        return None;
+    }
+    let now = Timestamp::now();
+    let mut covered: Vec<(Timestamp, Timestamp)> = windows
+        .iter()
+        .map(|w| (w.start, w.end.unwrap_or(now)))
+        .filter(|(s, e)| *e > from && *s < to)
+        .collect();
+    covered.sort();
+    let mut best: Option<(Timestamp, Duration)> = None;
+    let mut cursor = from;
+    let mut consider = |a: Timestamp, b: Timestamp| {
+        if let Ok(d) = Duration::try_from(b.duration_since(a))
+            && best.is_none_or(|(_, x)| d > x)
+        {
+            best = Some((a, d));
+        }
+    };
+    for (s, e) in covered {
+        if s > cursor {
+            consider(cursor, s.min(to));
+        }
+        cursor = cursor.max(e);
+    }
+    if cursor < to {
+        consider(cursor, to);
+    }
+    best
 }
 
 /// From the end of the earliest window to the start of the next one, when both are logged.
@@ -642,6 +943,21 @@ mod tests {
             start: at(start_s),
             end: end_s.map(at),
         }
+    }
+
+    #[test]
+    fn the_longest_uncovered_stretch_is_found() {
+        let at = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
+        let ws = vec![window(1, 1, Some(3)), window(1, 7, Some(8))];
+        assert_eq!(
+            longest_gap(at(0), at(10), &ws),
+            Some((at(3), Duration::from_secs(4)))
+        );
+        assert_eq!(longest_gap(at(1), at(3), &ws), None);
+        assert_eq!(
+            longest_gap(at(2), at(8), &ws),
+            Some((at(3), Duration::from_secs(4)))
+        );
     }
 
     #[test]

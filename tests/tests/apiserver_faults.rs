@@ -295,3 +295,65 @@ async fn stall_rule_holds_requests_and_serves_them_all_when_removed() -> anyhow:
     assert!(server.faults().held_users().is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn hold_watch_rule_keeps_one_clients_watch_open_and_silent_then_delivers_in_order()
+-> anyhow::Result<()> {
+    use futures::FutureExt;
+    let server = ApiServer::start(Config::default()).await?;
+    let held_token = server.service_account_token("default", "black-holed");
+    let held: Api<Lease> = Api::namespaced(server.client(&held_token), "default");
+    let admin: Api<Lease> = Api::namespaced(server.admin_client(), "default");
+    let created = admin
+        .create(&PostParams::default(), &lease("h", "x"))
+        .await?;
+    let rv = created
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap_or_default();
+    // A 1 s watch timeout: a held stream must not end at it.
+    let mut stream = Box::pin(held.watch(&WatchParams::default().timeout(1), &rv).await?);
+    let mut other = Box::pin(
+        admin
+            .watch(&WatchParams::default().timeout(60), &rv)
+            .await?,
+    );
+    let rule = server.faults().hold_watches(&held_token);
+
+    for holder in ["y", "z"] {
+        admin
+            .patch(
+                "h",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"holderIdentity": holder}})),
+            )
+            .await?;
+        // Everybody else's watch gets the event...
+        assert!(matches!(
+            other.try_next().await?,
+            Some(WatchEvent::Modified(_))
+        ));
+    }
+    // ...while the held stream's server side has taken both and sent nothing.
+    server.faults().wait_held_events(2).await;
+    assert!(stream.try_next().now_or_never().is_none());
+    // The client's other requests are served meanwhile.
+    assert_eq!(
+        held.get("h").await?.spec.and_then(|s| s.holder_identity),
+        Some("z".into())
+    );
+    // Removing the rule delivers what was held, in order, on the same stream (which outlived
+    // its 1 s timeout while held: the rule was added before any timeout could pass).
+    assert!(server.faults().remove(rule));
+    for holder in ["y", "z"] {
+        match stream.try_next().await? {
+            Some(WatchEvent::Modified(l)) => assert_eq!(
+                l.spec.and_then(|s| s.holder_identity).as_deref(),
+                Some(holder)
+            ),
+            e => anyhow::bail!("expected a held MODIFIED event, got {e:?}"),
+        }
+    }
+    Ok(())
+}

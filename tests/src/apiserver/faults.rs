@@ -5,7 +5,10 @@
 //! Rules are matched against each request after authentication (so a rule can name the
 //! user a token maps to) and before anything is read or written. Open watch streams re-check
 //! the rules whenever they change: a partitioned client's watch goes silent (as a cut network
-//! would leave it) and is closed once the partition heals.
+//! would leave it) and is closed once the partition heals. A [`FaultAction::HoldWatch`] rule
+//! affects only watch streams: they stay open but deliver nothing (events are held, in order,
+//! not dropped, and no bookmark or timeout ends the stream), as a black-holed connection does;
+//! when the rule is removed the held events are delivered and the stream goes on.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -53,6 +56,11 @@ pub enum FaultAction {
     /// Hold the request until the rule is removed, then serve it: an API server that stalls
     /// (a slow etcd, a full queue) and recovers, answering everything queued at once.
     Stall,
+    /// Only for watch streams (open ones and new ones): keep the connection open but deliver
+    /// nothing (no event, no bookmark, no end at the watch's timeout) while the rule is in
+    /// force; events are held in order and delivered once it is removed. Other requests are
+    /// served as if the rule did not exist.
+    HoldWatch,
 }
 
 /// A rule as submitted: `times` limits how many requests it affects (unset = until removed).
@@ -130,6 +138,8 @@ pub struct Faults {
     hung: watch::Sender<usize>,
     /// The users whose requests are held right now, one entry per request.
     held_users: Mutex<Vec<String>>,
+    /// Watch events held back by [`FaultAction::HoldWatch`] rules so far (a running total).
+    held_events: watch::Sender<usize>,
 }
 
 impl Default for Faults {
@@ -140,6 +150,7 @@ impl Default for Faults {
             drop_watches: watch::channel(0).0,
             hung: watch::channel(0).0,
             held_users: Mutex::new(Vec::new()),
+            held_events: watch::channel(0).0,
         }
     }
 }
@@ -202,13 +213,29 @@ impl Faults {
         })
     }
 
-    /// Decides a request, consuming one use of a counted rule. The first matching rule wins.
+    /// Holds back the events of every watch stream made with `token` (open ones and new ones):
+    /// they stay open and silent until the returned rule is removed, then deliver everything
+    /// held, in order. Every other request of that client is served.
+    pub fn hold_watches(&self, token: &str) -> u64 {
+        self.add(FaultSpec {
+            matcher: FaultMatch {
+                token: Some(token.to_string()),
+                verb: Some("watch".into()),
+                ..FaultMatch::default()
+            },
+            action: FaultAction::HoldWatch,
+            times: None,
+        })
+    }
+
+    /// Decides a request, consuming one use of a counted rule. The first matching rule wins;
+    /// [`FaultAction::HoldWatch`] rules are not for requests (see [`Faults::holding_watch`]).
     pub fn decide(&self, facts: &RequestFacts<'_>) -> Decision {
         let mut rules = self.rules();
         let Some(index) = rules
             .rules
             .iter()
-            .position(|r| r.spec.matcher.matches(facts))
+            .position(|r| r.spec.action != FaultAction::HoldWatch && r.spec.matcher.matches(facts))
         else {
             return Decision::Serve;
         };
@@ -225,7 +252,29 @@ impl Faults {
             FaultAction::Error { code, retry_after } => Decision::Fail { code, retry_after },
             FaultAction::Hang => Decision::Hang(rule.id),
             FaultAction::Stall => Decision::Stall(rule.id),
+            FaultAction::HoldWatch => Decision::Serve,
         }
+    }
+
+    /// Whether a [`FaultAction::HoldWatch`] rule currently matches this watch (does not
+    /// consume counted rules). Returns the rule id.
+    pub fn holding_watch(&self, facts: &RequestFacts<'_>) -> Option<u64> {
+        self.rules()
+            .rules
+            .iter()
+            .find(|r| r.spec.action == FaultAction::HoldWatch && r.spec.matcher.matches(facts))
+            .map(|r| r.id)
+    }
+
+    /// Counts one watch event held back by a [`FaultAction::HoldWatch`] rule.
+    pub fn event_held(&self) {
+        self.held_events.send_modify(|n| *n += 1);
+    }
+
+    /// Resolves once at least `n` watch events have been held back in total.
+    pub async fn wait_held_events(&self, n: usize) {
+        let mut held = self.held_events.subscribe();
+        let _ = held.wait_for(|count| *count >= n).await;
     }
 
     /// Whether a hang rule currently matches this client (used by open watches; does not
@@ -357,6 +406,21 @@ mod tests {
         assert_eq!(f.hanging(&facts("alice", "watch")), Some(id));
         assert!(f.remove(id));
         assert_eq!(f.hanging(&facts("alice", "watch")), None);
+    }
+
+    #[test]
+    fn hold_watch_rules_leave_requests_alone() {
+        let f = Faults::default();
+        let id = f.hold_watches("alice");
+        assert_eq!(f.decide(&facts("alice", "get")), Decision::Serve);
+        assert_eq!(f.decide(&facts("alice", "watch")), Decision::Serve);
+        assert_eq!(f.hanging(&facts("alice", "watch")), None);
+        assert_eq!(f.holding_watch(&facts("alice", "watch")), Some(id));
+        assert_eq!(f.holding_watch(&facts("bob", "watch")), None);
+        let spec: FaultSpec = serde_json::from_str(r#"{"action":"hold_watch"}"#).unwrap();
+        assert_eq!(spec.action, FaultAction::HoldWatch);
+        assert!(f.remove(id));
+        assert_eq!(f.holding_watch(&facts("alice", "watch")), None);
     }
 
     #[test]

@@ -929,23 +929,34 @@ fn stream_watch(state: Arc<State>, options: WatchOptions, start: WatchStart) -> 
         ticker.tick().await;
         let mut drops = state.faults.subscribe_drops();
         let mut fault_changes = state.faults.subscribe_changes();
-        let facts_hanging = |faults: &Faults| {
-            faults.hanging(&RequestFacts {
+        let facts = |faults: &Faults| {
+            let facts = RequestFacts {
                 user: &user,
                 token: &token,
                 user_agent: &user_agent,
                 verb: "watch",
                 resource: &rt.plural,
-            })
+            };
+            (faults.hanging(&facts), faults.holding_watch(&facts))
         };
+        // Events held back by a HoldWatch rule, delivered in order once it is gone.
+        let mut held: std::collections::VecDeque<Bytes> = std::collections::VecDeque::new();
         loop {
-            if let Some(id) = facts_hanging(&state.faults) {
+            let (hanging, holding) = facts(&state.faults);
+            if let Some(id) = hanging {
                 // Partitioned: go silent, then close once the partition heals.
                 tokio::select! {
                     _ = state.faults.hold(id) => {}
                     _ = tx.closed() => {}
                 }
                 return;
+            }
+            if holding.is_none() {
+                while let Some(line) = held.pop_front() {
+                    if tx.send(line).await.is_err() {
+                        return;
+                    }
+                }
             }
             tokio::select! {
                 received = live.recv() => match received {
@@ -954,21 +965,27 @@ fn stream_watch(state: Arc<State>, options: WatchOptions, start: WatchStart) -> 
                             continue;
                         }
                         progress = change.resource_version;
-                        if let Some((event, object)) = filter.translate(&change)
-                            && tx.send(watch_line(event.as_str(), render(&rt, repr, object))).await.is_err()
-                        {
-                            return;
+                        if let Some((event, object)) = filter.translate(&change) {
+                            let line = watch_line(event.as_str(), render(&rt, repr, object));
+                            if holding.is_some() {
+                                held.push_back(line);
+                                state.faults.event_held();
+                            } else if tx.send(line).await.is_err() {
+                                return;
+                            }
                         }
                     }
                     // Too slow a reader: the real server closes such watchers too.
                     Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return,
                 },
-                _ = ticker.tick(), if bookmarks => {
+                _ = ticker.tick(), if bookmarks && holding.is_none() => {
                     if tx.send(bookmark(progress, false)).await.is_err() {
                         return;
                     }
                 }
-                _ = &mut deadline => return,
+                // A black-holed stream does not end at its timeout either: the client would
+                // never see the end.
+                _ = &mut deadline, if holding.is_none() => return,
                 _ = drops.changed() => return,
                 _ = fault_changes.changed() => continue,
                 _ = tx.closed() => return,

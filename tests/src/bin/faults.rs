@@ -7,6 +7,7 @@
 //! cargo run -p tests --bin faults                        # every fault once
 //! cargo run -p tests --bin faults -- --fault slow-api,api-outage
 //! cargo run -p tests --bin faults -- --soak 30m          # random order until 30 minutes pass
+//! cargo run -p tests --bin faults -- --controller python --fault sigstop-controller
 //! ```
 //!
 //! Exit status: 0 when every run passed, 1 otherwise (the soak stops at the first failure and
@@ -19,6 +20,7 @@ use clap::Parser;
 use rand::seq::SliceRandom;
 use testkit::bins::run_tool;
 use testkit::cli;
+use testkit::conformance::ControllerCommand;
 use testkit::fault_suite::{self, Fault};
 use tokio::time::Instant;
 
@@ -33,6 +35,11 @@ struct Args {
     /// Repeat the faults in random order until this much time has passed (e.g. `30m`).
     #[arg(long, env = "FAULT_SOAK", value_parser = humantime::parse_duration)]
     soak: Option<Duration>,
+
+    /// The controller: `rust` (this build's), `python` (examples/python-controller), or a
+    /// command line (as the conformance suite takes it).
+    #[arg(long, env = "FAULT_CONTROLLER", default_value = "rust")]
+    controller: String,
 }
 
 fn parse_fault(name: &str) -> Result<Fault, String> {
@@ -51,6 +58,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let controller = match args.controller.as_str() {
+        "rust" => ControllerCommand::rust()?,
+        "python" => ControllerCommand::python()?,
+        line => ControllerCommand::parse(line)?,
+    };
     let faults = if args.faults.is_empty() {
         Fault::ALL.to_vec()
     } else {
@@ -66,7 +78,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         for fault in round {
             runs += 1;
-            match fault_suite::run(fault).await {
+            match fault_suite::run_with(fault, controller.clone()).await {
                 Ok(outcome) => println!("{outcome}"),
                 Err(e) => {
                     failed += 1;

@@ -3,18 +3,31 @@
 use std::time::Duration;
 
 use crate::apiserver::faults::{FaultAction, FaultMatch, FaultSpec};
-use crate::conformance;
 use crate::world::World;
 
 use super::{
     LEASE, named_counts, one_leader_all_agree, sidecar_token, sidecar_user, window_closed,
 };
 
-/// The leading sidecar's API requests hang while everybody else is served: the conformance
-/// scenario (its controller stops because its grants stop, a standby takes over, the healed
-/// sidecar follows).
+/// The leading sidecar's API requests hang while everybody else is served, as in the
+/// conformance scenario (its controller stops because its grants stop, a standby takes over,
+/// the healed sidecar follows), with the partition and its healing recorded for liveness.
 pub async fn partition(w: &mut World) -> anyhow::Result<Vec<String>> {
-    conformance::api_partition(w).await?;
+    let leader = w.window_opens(&[]).await?;
+    w.create("before", 10).await?;
+    w.all_ready().await?;
+    let token = sidecar_token(w, leader)?;
+    let rule = w.server("a partition")?.faults().partition_token(&token);
+    w.mark_fault("API partition of the leading sidecar");
+    let next = w.window_opens(&[leader]).await?;
+    w.closed_before_takeover(leader, next).await?;
+    w.create("partitioned", 10).await?;
+    w.all_ready().await?;
+    w.server("a partition")?.faults().remove(rule);
+    w.mark_heal("partition healed");
+    w.follows(leader, next).await?;
+    w.create("healed", 10).await?;
+    w.all_ready().await?;
     Ok(Vec::new())
 }
 
@@ -36,6 +49,7 @@ pub async fn outage(w: &mut World) -> anyhow::Result<Vec<String>> {
         .iter()
         .map(|t| server.faults().partition_token(t))
         .collect();
+    w.mark_fault("full API outage");
     // The outage's length is the fault itself, not a synchronisation: twice the lease, so a
     // leader that kept acting on its old renewals would be caught.
     let outage = 2 * LEASE;
@@ -61,6 +75,7 @@ pub async fn outage(w: &mut World) -> anyhow::Result<Vec<String>> {
     for rule in rules {
         server.faults().remove(rule);
     }
+    w.mark_heal("API outage over");
     let next = w.window_opens_after(&counts, &[]).await?;
     let agreed = one_leader_all_agree(w).await?;
     anyhow::ensure!(next == agreed, "window on {next} but {agreed} leads");
@@ -106,6 +121,7 @@ pub async fn slow(w: &mut World) -> anyhow::Result<Vec<String>> {
         .into_iter()
         .map(|u| server.faults().add(slow(u)))
         .collect();
+    w.mark_fault("slow API");
     let slow_for = 2 * LEASE;
     let ends = tokio::time::Instant::now() + slow_for;
     // Work arrives while everything is slow: the leader's status writes are in flight when
@@ -118,6 +134,7 @@ pub async fn slow(w: &mut World) -> anyhow::Result<Vec<String>> {
     for rule in rules {
         server.faults().remove(rule);
     }
+    w.mark_heal("API fast again");
     let now_leading = one_leader_all_agree(w).await?;
     let counts = w.window_counts();
     let next = if w.pods[now_leading]
@@ -173,6 +190,7 @@ pub async fn error_bursts(w: &mut World) -> anyhow::Result<Vec<String>> {
             let controller = w.pods[i].controller_user.clone();
             rules.push(server.faults().add(burst(controller, controller_code)));
         }
+        w.mark_fault(&format!("error burst {round}"));
         let ends = tokio::time::Instant::now() + length;
         w.create(&format!("burst{round}"), 5).await?;
         // The burst lasts its set time (the fault itself).
@@ -181,6 +199,7 @@ pub async fn error_bursts(w: &mut World) -> anyhow::Result<Vec<String>> {
         for rule in rules {
             server.faults().remove(rule);
         }
+        w.mark_heal(&format!("error burst {round} over"));
         one_leader_all_agree(w).await?;
         w.all_ready().await?;
     }

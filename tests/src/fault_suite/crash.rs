@@ -2,24 +2,51 @@
 
 use std::time::Duration;
 
-use crate::conformance;
 use crate::world::{PodOptions, World, pod_name};
 
 use super::{
     named_counts, one_leader_all_agree, sidecar_user, terminate_pod, wait_renews, window_closed,
 };
 
-/// kill -9 of the leading sidecar: the conformance scenario (a standby takes over once the
-/// Lease expires; the restarted sidecar follows).
+/// kill -9 of the leading sidecar, as in the conformance scenario (a standby takes over once
+/// the Lease expires; the restarted sidecar follows), with the kill recorded for liveness.
 pub async fn kill_leading_sidecar(w: &mut World) -> anyhow::Result<Vec<String>> {
-    conformance::kill_leading_sidecar(w).await?;
+    let leader = w.window_opens(&[]).await?;
+    w.create("before", 10).await?;
+    w.all_ready().await?;
+    w.pods[leader].sidecar.signal(libc::SIGKILL)?;
+    w.mark_heal("kill -9 of the leading sidecar");
+    let next = w.window_opens(&[leader]).await?;
+    w.closed_before_takeover(leader, next).await?;
+    w.create("after", 10).await?;
+    w.all_ready().await?;
+    // The kubelet restarts the container on the same port.
+    w.restart_sidecar(leader).await?;
+    w.follows(leader, next).await?;
+    w.probe(leader, "/readyz", 200).await?;
     Ok(Vec::new())
 }
 
-/// SIGSTOP of the leading sidecar past the lease, then SIGCONT: the conformance scenario (it
-/// comes back as a follower and its controller stays idle).
+/// SIGSTOP of the leading sidecar past the lease, then SIGCONT, as in the conformance
+/// scenario (it comes back as a follower and its controller stays idle), with the freeze and
+/// the thaw recorded for liveness.
 pub async fn frozen_sidecar(w: &mut World) -> anyhow::Result<Vec<String>> {
-    conformance::frozen_sidecar(w).await?;
+    let leader = w.window_opens(&[]).await?;
+    w.create("before", 10).await?;
+    w.all_ready().await?;
+    w.pods[leader].sidecar.signal(libc::SIGSTOP)?;
+    w.mark_fault("SIGSTOP of the leading sidecar");
+    // A takeover needs the Lease unrenewed for its whole duration: the freeze outlasts it.
+    let next = w.window_opens(&[leader]).await?;
+    w.closed_before_takeover(leader, next).await?;
+    w.create("frozen", 10).await?;
+    w.all_ready().await?;
+    w.pods[leader].sidecar.signal(libc::SIGCONT)?;
+    w.mark_heal("SIGCONT of the old leader's sidecar");
+    w.follows(leader, next).await?;
+    w.probe(leader, "/readyz", 200).await?;
+    w.create("thawed", 10).await?;
+    w.all_ready().await?;
     Ok(Vec::new())
 }
 
@@ -31,6 +58,7 @@ pub async fn kill_leading_controller(w: &mut World) -> anyhow::Result<Vec<String
     w.create("before", 10).await?;
     w.all_ready().await?;
     w.kill_controller(leader).await?;
+    w.mark_heal("kill -9 of the leading controller");
     let next = w.window_opens(&[leader]).await?;
     w.follows(leader, next).await?;
     w.create("after", 10).await?;
@@ -67,6 +95,7 @@ pub async fn candidate_storm(w: &mut World) -> anyhow::Result<Vec<String>> {
     // released): from here on they race.
     wait_all_asked(w, CANDIDATES).await?;
     w.server("releasing Lease requests")?.faults().remove(gate);
+    w.mark_heal("Lease requests released");
     let leader = one_leader_all_agree(w).await?;
     let opened = w.window_opens(&[]).await?;
     anyhow::ensure!(
@@ -147,6 +176,7 @@ pub async fn rolling_update(w: &mut World) -> anyhow::Result<Vec<String>> {
                 .controller
                 .logs_with(crate::controller::WINDOW_ENDED)
                 .len();
+        w.mark_heal(&format!("SIGTERM to {}", w.pods[i].name));
         terminate_pod(w, i).await?;
         window_closed(w, i, "after it exited").await?;
         if was_active {

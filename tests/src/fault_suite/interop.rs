@@ -39,6 +39,7 @@ pub async fn client_go(w: &mut World) -> anyhow::Result<Vec<String>> {
     let other = 1 - first;
     w.pods[other].sidecar.signal(libc::SIGSTOP)?;
     w.pods[first].sidecar.signal(libc::SIGKILL)?;
+    w.mark_heal("kill -9 of our leading sidecar");
     go.wait_leading(WAIT).await?;
     w.pods[other].sidecar.signal(libc::SIGCONT)?;
     w.restart_sidecar(first).await?;
@@ -56,6 +57,7 @@ pub async fn client_go(w: &mut World) -> anyhow::Result<Vec<String>> {
     // 3. client-go crashes without releasing: one of our pods takes over after the lease.
     let counts = w.window_counts();
     foreign.extend(go.crash().await);
+    w.mark_heal("client-go crashed");
     let next = w.window_opens_after(&counts, &[]).await?;
     one_leader_all_agree(w).await?;
     w.create("after-crash", 5).await?;
@@ -73,11 +75,13 @@ pub async fn client_go(w: &mut World) -> anyhow::Result<Vec<String>> {
     let survivor = 1 - next;
     w.pods[survivor].sidecar.signal(libc::SIGSTOP)?;
     w.pods[next].sidecar.signal(libc::SIGTERM)?;
+    w.mark_heal("SIGTERM to our leading sidecar");
     go.wait_leading(WAIT).await?;
     w.pods[survivor].sidecar.signal(libc::SIGCONT)?;
     w.restart_sidecar(next).await?;
     let counts = w.window_counts();
     foreign.extend(go.stop().await);
+    w.mark_heal("client-go released");
     let last = w.window_opens_after(&counts, &[]).await?;
     one_leader_all_agree(w).await?;
     w.create("after-release", 5).await?;

@@ -61,6 +61,7 @@ pub async fn malformed_leases(w: &mut World) -> anyhow::Result<Vec<String>> {
         let leader = one_leader_all_agree(w).await?;
         let counts = w.window_counts();
         write(&leases, &lease_name, m).await?;
+        w.mark_heal(&format!("{m:?} written"));
         if let Some(holder) = m.holder() {
             // Everybody sees the foreign holder (and keeps answering while it is there); the
             // old leader's controller stops, since the Lease no longer names its pod.

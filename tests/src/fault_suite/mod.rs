@@ -10,6 +10,11 @@
 //! - **terms grow** with every takeover (the fencing token);
 //! - **nothing lost**: every object created before, during and after the fault is ready for its
 //!   current generation at the end;
+//! - **liveness** ([`World::judge_liveness`], bounds in [`LIVENESS`]): once the fault heals
+//!   (or, for a fault without a heal such as kill -9, once it happened) a controller is
+//!   active within lease duration + retry period + 1 s; no sidecar leads while its living
+//!   controller is not active for longer than a grant + a poll interval; every object created
+//!   after a heal is ready within 5 s;
 //! - plus what each fault specifically claims (a frozen leader comes back as follower, a
 //!   clock-skewed standby never takes over early, ten candidates make exactly one leader, …).
 //!
@@ -22,8 +27,10 @@
 
 mod api;
 mod crash;
+mod freeze;
 mod interop;
 mod lease_data;
+mod lease_ops;
 mod skew;
 mod web_abuse;
 
@@ -35,7 +42,7 @@ use leader_sidecar::contract::LeaderStatus;
 use tokio::time::Instant;
 
 use crate::conformance::ControllerCommand;
-use crate::world::{Verdict, WAIT, World, WorldSpec, window_labels};
+use crate::world::{Liveness, Verdict, WAIT, World, WorldSpec, window_labels};
 
 /// The election timings of every scenario (3 s lease, 2 s renew deadline, 500 ms retry), so
 /// that expiry-based faults resolve in seconds.
@@ -44,6 +51,24 @@ pub use crate::sidecar::FAST_TIMINGS as TIMINGS;
 pub const LEASE: Duration = Duration::from_secs(3);
 /// [`TIMINGS`]' retry period: the leader renews this often.
 pub const RETRY: Duration = Duration::from_millis(500);
+/// [`TIMINGS`]' renew deadline: a leader leads at most this long after sending its last
+/// accepted write.
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(2);
+/// The longest grant a sidecar hands out (`--grant`'s default; the suite does not set it).
+pub const GRANT: Duration = Duration::from_secs(2);
+/// How often the controllers ask `GET /leader` when they must poll (`--leader-poll-interval`'s
+/// default in both controllers; the suite does not set it).
+pub const POLL: Duration = Duration::from_secs(1);
+
+/// The liveness bounds every fault run is judged by.
+pub const LIVENESS: Liveness = Liveness {
+    active_after_heal: Duration::from_millis(
+        LEASE.as_millis() as u64 + RETRY.as_millis() as u64 + 1000,
+    ),
+    idle_leader: Duration::from_millis(GRANT.as_millis() as u64 + POLL.as_millis() as u64),
+    renew_deadline: RENEW_DEADLINE,
+    ready_after_heal: Duration::from_secs(5),
+};
 
 /// One fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,10 +87,16 @@ pub enum Fault {
     HttpAbuse,
     RollingUpdate,
     ClientGoInterop,
+    FrozenController,
+    LeaseDeletedDuringPartition,
+    HolderClearedDuringPartition,
+    StandbyWatchStalled,
+    LeaseRecreated,
+    WallClockStepBack,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 14] = [
+    pub const ALL: [Fault; 20] = [
         Fault::KillLeadingSidecar,
         Fault::KillLeadingController,
         Fault::FrozenSidecar,
@@ -80,6 +111,12 @@ impl Fault {
         Fault::HttpAbuse,
         Fault::RollingUpdate,
         Fault::ClientGoInterop,
+        Fault::FrozenController,
+        Fault::LeaseDeletedDuringPartition,
+        Fault::HolderClearedDuringPartition,
+        Fault::StandbyWatchStalled,
+        Fault::LeaseRecreated,
+        Fault::WallClockStepBack,
     ];
 
     /// Short name, for the command line.
@@ -99,6 +136,12 @@ impl Fault {
             Fault::HttpAbuse => "http-abuse",
             Fault::RollingUpdate => "rolling-update",
             Fault::ClientGoInterop => "client-go-interop",
+            Fault::FrozenController => "sigstop-controller",
+            Fault::LeaseDeletedDuringPartition => "lease-deleted-in-partition",
+            Fault::HolderClearedDuringPartition => "holder-cleared-in-partition",
+            Fault::StandbyWatchStalled => "standby-watch-stalled",
+            Fault::LeaseRecreated => "lease-recreated",
+            Fault::WallClockStepBack => "wall-clock-step-back",
         }
     }
 
@@ -118,6 +161,12 @@ impl Fault {
             Fault::HttpAbuse => "HTTP abuse of the leader API",
             Fault::RollingUpdate => "rolling update, one pod at a time",
             Fault::ClientGoInterop => "a client-go elector on the same Lease",
+            Fault::FrozenController => "leading controller frozen (SIGSTOP) past its grant",
+            Fault::LeaseDeletedDuringPartition => "Lease deleted while its holder is cut off",
+            Fault::HolderClearedDuringPartition => "holder cleared while its holder is cut off",
+            Fault::StandbyWatchStalled => "standby's Lease watch silent, then kill -9",
+            Fault::LeaseRecreated => "Lease deleted and recreated (fencing token)",
+            Fault::WallClockStepBack => "leader's wall clock stepped back, client-go standby",
         }
     }
 
@@ -135,6 +184,9 @@ impl Fault {
                 | Fault::SlowApi
                 | Fault::ErrorBursts
                 | Fault::CandidateStorm
+                | Fault::LeaseDeletedDuringPartition
+                | Fault::HolderClearedDuringPartition
+                | Fault::StandbyWatchStalled
         )
     }
 
@@ -142,8 +194,11 @@ impl Fault {
     fn world(self) -> (usize, Vec<&'static str>) {
         match self {
             Fault::KillLeadingController => (3, vec!["--consumer-timeout", "2s"]),
-            Fault::CandidateStorm | Fault::ClockAhead | Fault::ClockBehind => (0, vec![]),
-            Fault::ClientGoInterop => (2, vec![]),
+            Fault::CandidateStorm
+            | Fault::ClockAhead
+            | Fault::ClockBehind
+            | Fault::WallClockStepBack => (0, vec![]),
+            Fault::ClientGoInterop | Fault::StandbyWatchStalled => (2, vec![]),
             _ => (3, vec![]),
         }
     }
@@ -193,6 +248,11 @@ impl fmt::Display for Outcome {
 /// Runs one fault with the Rust controller of this build. An error says what went wrong and
 /// carries the tail of every process's log.
 pub async fn run(fault: Fault) -> anyhow::Result<Outcome> {
+    run_with(fault, ControllerCommand::rust()?).await
+}
+
+/// Runs one fault with the given controller (the Python one, say).
+pub async fn run_with(fault: Fault, controller: ControllerCommand) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     if fault.needs_in_memory() && crate::cluster::use_real_cluster() {
         return Ok(Outcome {
@@ -211,7 +271,7 @@ pub async fn run(fault: Fault) -> anyhow::Result<Outcome> {
     let (pods, extra) = fault.world();
     let mut args: Vec<&str> = TIMINGS.to_vec();
     args.extend(extra);
-    let spec = WorldSpec::new(ControllerCommand::rust()?, pods, &args);
+    let spec = WorldSpec::new(controller, pods, &args);
     let mut world = World::start(&spec).await?;
     let result = match fault {
         Fault::KillLeadingSidecar => crash::kill_leading_sidecar(&mut world).await,
@@ -228,16 +288,25 @@ pub async fn run(fault: Fault) -> anyhow::Result<Outcome> {
         Fault::MalformedLeases => lease_data::malformed_leases(&mut world).await,
         Fault::HttpAbuse => web_abuse::http_abuse(&mut world).await,
         Fault::ClientGoInterop => interop::client_go(&mut world).await,
+        Fault::FrozenController => freeze::frozen_controller(&mut world).await,
+        Fault::LeaseDeletedDuringPartition => lease_ops::deleted_in_partition(&mut world).await,
+        Fault::HolderClearedDuringPartition => lease_ops::cleared_in_partition(&mut world).await,
+        Fault::StandbyWatchStalled => lease_ops::standby_watch_stalled(&mut world).await,
+        Fault::LeaseRecreated => lease_ops::recreated(&mut world).await,
+        Fault::WallClockStepBack => skew::wall_clock_step_back(&mut world).await,
     };
     let result = match result {
         Ok(notes) => match no_process_crashed(&mut world) {
-            Ok(()) => world.judge().await.map(|verdict| Outcome {
-                fault,
-                verdict,
-                notes,
-                took: started.elapsed(),
-                skipped: None,
-            }),
+            Ok(()) => match world.judge().await {
+                Ok(verdict) => world.judge_liveness(&LIVENESS).await.map(|()| Outcome {
+                    fault,
+                    verdict,
+                    notes,
+                    took: started.elapsed(),
+                    skipped: None,
+                }),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         },
         Err(e) => Err(e),

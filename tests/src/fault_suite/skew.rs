@@ -62,6 +62,7 @@ pub async fn one_clock_off(w: &mut World, offset: &str) -> anyhow::Result<Vec<St
 
     // 2. pod-a dies: the skewed standby takes over in about a lease duration, not 60 s later.
     w.pods[a].sidecar.signal(libc::SIGKILL)?;
+    w.mark_heal("kill -9 of pod-a's sidecar");
     takeover_not_stuck(w, a, b).await?;
     w.restart_sidecar(a).await?;
     w.follows(a, b).await?;
@@ -79,6 +80,7 @@ pub async fn one_clock_off(w: &mut World, offset: &str) -> anyhow::Result<Vec<St
 
     // 4. The skewed holder dies: pod-a takes over, not 60 s later.
     w.pods[b].sidecar.signal(libc::SIGKILL)?;
+    w.mark_heal("kill -9 of the skewed pod-b's sidecar");
     takeover_not_stuck(w, b, a).await?;
     w.restart_sidecar(b).await?;
     w.follows(b, a).await?;
@@ -135,4 +137,143 @@ async fn takeover_not_stuck(w: &World, dead: usize, next: usize) -> anyhow::Resu
     })??;
     anyhow::ensure!(opened == next, "{} took over", w.pods[opened].name);
     w.closed_before_takeover(dead, next).await
+}
+
+/// The leading sidecar's wall clock is stepped back by one renew period (the retry period,
+/// 500 ms) right after one of its renews, twice, with a client-go elector (`testkit::clientgo`)
+/// as the standby.
+///
+/// client-go notices a change of the record only at whole-second resolution of `renewTime`
+/// (see `testkit::clientgo`): a renew that writes the same second again is no change to it, so
+/// it counts the lease duration from an older observation. Our leader makes every renew change
+/// the second (`elector::renew_time`). The client-go standby must not lead while our leader is
+/// alive: its leading periods are windows, judged for overlap with ours.
+///
+/// What this cannot show: one step of one renew period only makes client-go's observation a
+/// renew period older, which costs margin but cannot by itself let it take over a Lease that is
+/// renewed (that needs a whole lease duration without a visible change), so this run passes on
+/// the code before the fix too; `every_renew_changes_renew_time_at_whole_second_resolution` in
+/// `sidecar/src/elector_tests.rs` is the reproduction that fails there. A clock that stands
+/// still for many renews (stepped back after every one) is beyond the fix: `renewTime` stays
+/// within a second of the sidecar's clock, so it alternates between two seconds, and a
+/// client-go standby that samples every second renew sees no change and takes over
+/// (docs/operations.md).
+///
+/// The offset is changed at run time through libfaketime's `FAKETIME_TIMESTAMP_FILE`, which it
+/// re-reads on every clock read with `FAKETIME_NO_CACHE=1` (fractional offsets work). libfaketime
+/// disturbs the timing of the process under it: no timing is read from this run, and the
+/// faked sidecar's log timestamps are in its faked clock (liveness reads its tenure from the
+/// audit log).
+pub async fn wall_clock_step_back(w: &mut World) -> anyhow::Result<Vec<String>> {
+    use crate::clientgo::{ClientGoElector, ClientGoTimings};
+    let library = libfaketime()?;
+    let offset_file = w.scratch_dir().join("faketime-offset");
+    let set_offset = |seconds: f64| {
+        // Written to a temporary file and renamed, so that no clock read sees it half-written.
+        let tmp = offset_file.with_extension("tmp");
+        std::fs::write(&tmp, format!("{seconds:+.3}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &offset_file))
+            .context("cannot write libfaketime's offset file")
+    };
+    set_offset(0.0)?;
+    let a = w
+        .add_pod(
+            &pod_name(0),
+            PodOptions {
+                sidecar_env: vec![
+                    ("LD_PRELOAD".into(), library),
+                    (
+                        "FAKETIME_TIMESTAMP_FILE".into(),
+                        offset_file.display().to_string(),
+                    ),
+                    ("FAKETIME_NO_CACHE".into(), "1".into()),
+                    ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+                ],
+            },
+        )
+        .await?;
+    w.window_opens(&[]).await?;
+    w.create("before", 5).await?;
+    w.all_ready().await?;
+    let timings = ClientGoTimings {
+        lease_duration: LEASE,
+        renew_deadline: Duration::from_secs(2),
+        retry_period: super::RETRY,
+    };
+    let (client, ns, lease) = (
+        w.cluster.client(),
+        w.cluster.namespace().to_owned(),
+        w.lease_name(),
+    );
+    let go = ClientGoElector::spawn(client, &ns, &lease, "client-go", timings, false);
+    renews(w, a, &go, 4, "before any step").await?;
+
+    // One step back, right after a renew early in a second of the faked clock, so that the
+    // next renew writes the same second again; then once more after a lease duration.
+    let mut offset = 0.0;
+    w.mark_fault("pod-a's wall clock stepped back one renew period");
+    for round in 0..2 {
+        early_in_a_second(w).await?;
+        offset -= super::RETRY.as_secs_f64();
+        set_offset(offset)?;
+        renews(w, a, &go, RENEWS, "after pod-a's clock stepped back").await?;
+        if round == 0 {
+            w.mark_heal("pod-a's wall clock stepped back once");
+        }
+    }
+    renews(w, a, &go, RENEWS, "after the steps").await?;
+    anyhow::ensure!(
+        w.pods[a].sidecar.status().await?.is_leader,
+        "pod-a no longer leads"
+    );
+    w.create("after", 5).await?;
+    w.all_ready().await?;
+    let windows = go.stop().await;
+    let tenures = windows.len();
+    w.foreign_windows("client-go", windows);
+    anyhow::ensure!(tenures == 0, "client-go led {tenures} times");
+    Ok(vec![format!(
+        "pod-a's clock stepped back {:.1} s in 2 steps of one renew period; the client-go standby never led",
+        -offset
+    )])
+}
+
+/// Waits for `n` renews of pod `a`, failing at once if client-go takes the Lease meanwhile.
+async fn renews(
+    w: &World,
+    a: usize,
+    go: &crate::clientgo::ClientGoElector,
+    n: usize,
+    when: &str,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        r = wait_renews(w, a, n) => r,
+        r = go.wait_leading(crate::world::WAIT) => r.and_then(|()| Err(anyhow::anyhow!(
+            "client-go took over {when}, while {} renewed the Lease",
+            w.pods[a].name
+        ))),
+    }
+}
+
+/// Waits until the leader writes a `renewTime` that lies in the first 400 ms of its second;
+/// returns right after that renew.
+async fn early_in_a_second(w: &World) -> anyhow::Result<()> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases: kube::Api<Lease> = kube::Api::namespaced(w.cluster.client(), w.cluster.namespace());
+    let deadline = tokio::time::Instant::now() + crate::world::WAIT;
+    let mut last = None;
+    loop {
+        let lease = leases.get(&w.lease_name()).await?;
+        let rv = lease.metadata.resource_version.clone();
+        let renewed = lease.spec.and_then(|s| s.renew_time).map(|t| t.0);
+        if last.is_some() && rv != last && renewed.is_some_and(|t| t.subsec_millisecond() < 400) {
+            return Ok(());
+        }
+        last = rv;
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the leader's renewTime never fell early in a second"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -19,6 +19,7 @@ pub async fn http_abuse(w: &mut World) -> anyhow::Result<Vec<String>> {
     let term = w.pods[leader].sidecar.status().await?.term;
     let ended = w.pods[leader].controller.logs_with(WINDOW_ENDED).len();
 
+    w.mark_fault("HTTP abuse");
     let mut reports = Vec::new();
     for pod in &w.pods {
         reports.push(garbage(pod.sidecar.api).await?);
@@ -54,6 +55,9 @@ pub async fn http_abuse(w: &mut World) -> anyhow::Result<Vec<String>> {
     let held = flood.len();
     drop(flood);
     drop(stalled);
+    w.mark_heal("HTTP abuse over");
+    w.create("after", 5).await?;
+    w.all_ready().await?;
     let answers: usize = reports.iter().map(|r| r.answers.len()).sum();
     Ok(vec![format!(
         "{answers} malformed requests refused with 4xx or a close, {held} idle connections \
