@@ -36,9 +36,12 @@
 //!    (or, wiped, ours), and at least the last holder's we saw, from when we saw it. A deletion
 //!    of a Lease whose holder we saw gives that holder's duration from when we saw the
 //!    deletion. Repeated reports of one deletion do not extend the wait. The holder itself,
-//!    when its own Lease is deleted or cleared under it, steps down and may take it again at
-//!    once: only its own controller can still act, and a new term revokes that controller's
-//!    grants.
+//!    when its own Lease is deleted or cleared under it *while its tenure is still valid*, steps
+//!    down and may take it again at once: nobody else can have held the Lease since its last
+//!    write (step 3), only its own controller can still act, and a new term revokes that
+//!    controller's grants. A holder whose tenure lapsed (it was frozen or cut off) may have
+//!    missed a takeover: it waits like everybody else, its own lease duration when it knows of
+//!    no other holder.
 //!    **The one case this cannot cover:** a candidate that never saw the Lease before its
 //!    deletion (it started, or restarted, after it) finds nothing to wait out and may create the
 //!    Lease at once while a cut-off holder still leads. Deleting a held Lease is therefore an
@@ -364,6 +367,8 @@ pub struct Elector {
     /// Whether we have ever seen the Lease exist. A Lease we saw is never created again at
     /// term 0, even if the highest term we saw was 0.
     seen_lease: bool,
+    /// When we last learned that the Lease is absent (cleared when we see it exist).
+    absent_seen_at: Option<Instant>,
 }
 
 impl Elector {
@@ -398,6 +403,7 @@ impl Elector {
             last_read_at: None,
             forgotten: None,
             seen_lease: false,
+            absent_seen_at: None,
         }
     }
 
@@ -500,6 +506,15 @@ impl Elector {
         };
         if !local.consumer_present {
             return Step::Wait(None);
+        }
+        if matches!(self.knowledge, Knowledge::Absent)
+            && self.absent_seen_at.is_some_and(|t| {
+                now.saturating_duration_since(t) > self.timings.retry_period * 2
+            })
+        {
+            // Our knowledge of the absence is old (we were frozen, or our reads failed): look
+            // again before a create, which has no resourceVersion to fail on.
+            return Step::Read;
         }
         if now < acquire_at {
             if let Some(probe_at) = self.probe_at(now).filter(|p| *p < acquire_at) {
@@ -713,6 +728,10 @@ impl Elector {
         if matches!(self.role, Role::Leading(_)) {
             self.role = Role::Following;
             self.changes.push(Change::Lost { reason });
+            // From here on our own record proves nothing about who holds the Lease: we may miss
+            // a takeover. Should it be deleted or cleared, wait at least our lease duration.
+            let ours = self.timings.lease_duration;
+            self.last_holder = Some(self.last_holder.map_or(ours, |d| d.max(ours)));
         }
     }
 
@@ -746,13 +765,29 @@ impl Elector {
 
     /// The Lease does not exist (any more). If a holder we observed may still be acting, no
     /// acquire for its lease duration from now (safety argument, step 5); repeated reports of
-    /// the same absence do not extend that.
+    /// the same absence do not extend that. Only a tenure of ours still valid now shows that
+    /// nobody else held the Lease since our last write; a lapsed one (we were frozen or cut off)
+    /// does not, so then we wait our own lease duration.
     fn observe_absent(&mut self, now: Instant) {
-        if let Role::Leading(_) = self.role {
+        let holding = self.tenure(now).is_some();
+        let was_leading = matches!(self.role, Role::Leading(_));
+        if was_leading {
             self.step_down(LossReason::Deleted);
-            self.last_holder = None;
         }
-        if let Some(wait) = self.last_holder.take() {
+        // A create has no resourceVersion to fail on: knowing the Lease absent is safe only if
+        // we kept knowing it. After a gap (we were frozen, or our requests failed) it may have
+        // been created, held and deleted again behind our back, by a holder that may still act.
+        let gap = self.absent_seen_at.is_some_and(|t| {
+            now.saturating_duration_since(t) > self.timings.retry_period * 2
+        });
+        self.absent_seen_at = Some(now);
+        let wait = match self.last_holder.take() {
+            _ if holding => None,
+            Some(d) => Some(d),
+            None if was_leading || gap => Some(self.timings.lease_duration),
+            None => None,
+        };
+        if let Some(wait) = wait {
             let until = now + wait;
             self.grace_until = Some(self.grace_until.map_or(until, |g| g.max(until)));
         }
@@ -767,17 +802,12 @@ impl Elector {
 
     fn observe(&mut self, lease: &Lease, now: Instant) {
         let record = LeaseRecord::of(lease);
+        self.absent_seen_at = None;
         self.highest_term = self.highest_term.max(record.lease_transitions.unwrap_or(0));
         self.seen_lease = true;
-        // Whether the record we knew last, even if a failed write made us forget it, was ours.
-        let was_ours = matches!(self.role, Role::Leading(_))
-            || [
-                self.observed_record(),
-                self.forgotten.as_deref().map(|f| &f.record),
-            ]
-            .into_iter()
-            .flatten()
-            .any(|r| r.holder() == Some(self.identity.as_str()));
+        // Only a tenure still valid now proves that nobody took the Lease since our last write:
+        // a record we last saw as ours proves nothing once we may have missed writes since.
+        let was_ours = self.tenure(now).is_some();
         if let Some(f) = self.forgotten.take()
             && matches!(self.knowledge, Knowledge::Unknown)
             && f.record == record
@@ -843,7 +873,7 @@ impl Elector {
         }
 
         self.last_holder = match record.holder() {
-            Some(h) if h == self.identity && matches!(self.role, Role::Leading(_)) => None,
+            Some(h) if h == self.identity && self.tenure(now).is_some() => None,
             Some(_) => Some(self.holder_duration(&record)),
             // Free: a release ends the holder's claim; a clear was turned into `wait` above.
             None if wait.is_zero() => None,
@@ -856,13 +886,6 @@ impl Elector {
             wait,
             jitter,
         }));
-    }
-
-    fn observed_record(&self) -> Option<&LeaseRecord> {
-        match &self.knowledge {
-            Knowledge::Present(o) => Some(&o.record),
-            _ => None,
-        }
     }
 
     /// How long after we first see `record` it expires for us (jitter aside). A holder's
@@ -891,7 +914,13 @@ impl Elector {
     /// last renew at most half a retry period late, so that a crash is taken over within the
     /// lease duration plus a retry period, jitter and request latency included. `None`: no
     /// reason to read.
+    ///
+    /// While a deleted Lease is waited out, it reads every retry period too, so that it keeps
+    /// knowing the Lease absent without a gap (see `observe_absent`).
     fn probe_at(&self, now: Instant) -> Option<Instant> {
+        if let (Knowledge::Absent, Some(seen)) = (&self.knowledge, self.absent_seen_at) {
+            return Some(seen + self.timings.retry_period);
+        }
         let Knowledge::Present(o) = &self.knowledge else {
             return None;
         };

@@ -96,6 +96,21 @@ fn settle(e: &mut Elector, store: &mut Store, local: Local) -> Step {
     panic!("elector did not settle");
 }
 
+/// Lets `d` pass the way the driver does: waking whenever the elector asks, and at least every
+/// 100 ms, answering its reads and writes from the store.
+async fn run_for(e: &mut Elector, store: &mut Store, d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        let step = settle(e, store, free());
+        let next = match step {
+            Step::Wait(Some(at)) => at.min(Instant::now() + Duration::from_millis(100)),
+            _ => Instant::now() + Duration::from_millis(100),
+        };
+        advance(next.min(end).saturating_duration_since(Instant::now())).await;
+    }
+    settle(e, store, free());
+}
+
 fn spec(l: &Lease) -> LeaseSpec {
     l.spec.clone().expect("spec")
 }
@@ -237,13 +252,12 @@ async fn a_deleted_lease_is_taken_only_after_the_last_holders_duration() {
         "took a deleted lease at once"
     );
     assert_eq!(e.takeover_at(seen), Some(seen + 20 * SECOND));
-    // Hearing of the same absence again (a re-list, a read) does not extend the wait.
-    advance(10 * SECOND).await;
-    e.on_read(None, Instant::now());
+    // Hearing of the same absence again (its own reads every retry period, a re-list) does
+    // not extend the wait.
+    run_for(&mut e, &mut store, 10 * SECOND).await;
     e.on_watched_absent(Some("2"), Instant::now());
     assert_eq!(e.takeover_at(Instant::now()), Some(seen + 20 * SECOND));
-    advance(10 * SECOND).await;
-    settle(&mut e, &mut store, free());
+    run_for(&mut e, &mut store, 10 * SECOND).await;
     let t = e.tenure(Instant::now()).expect("leader after the grace");
     assert_eq!(t.term, 5, "the replacement continues from the term it saw");
     assert_eq!(
@@ -830,8 +844,7 @@ async fn a_writer_that_wipes_lease_transitions_cannot_make_the_term_go_back() {
         e.tenure(Instant::now()).is_none(),
         "the deleted holder is waited out"
     );
-    advance(15 * SECOND).await;
-    settle(&mut e, &mut store, free());
+    run_for(&mut e, &mut store, 15 * SECOND).await;
     assert_eq!(e.tenure(Instant::now()).map(|t| t.term), Some(5));
     assert_eq!(
         spec(&store.get().expect("created")).lease_transitions,
@@ -1011,4 +1024,62 @@ async fn a_failed_write_does_not_restart_the_wait_for_an_unchanged_record() {
         "took over at once, not {:?} after the read",
         e.takeover_at(Instant::now()).map(|t| t - seen)
     );
+}
+
+/// Found by the simulator (seeds 1653, 4392): a holder frozen past its tenure last saw its own
+/// record and missed a takeover; the Lease was then cleared or deleted. Its record proves
+/// nothing once its tenure lapsed: it must wait like any other candidate, not take the Lease
+/// back at once while the holder it never saw still leads.
+#[tokio::test(start_paused = true)]
+async fn a_holder_whose_tenure_lapsed_waits_out_a_clear_or_a_deletion() {
+    for delete in [false, true] {
+        let mut store = Store::default();
+        let mut e = elector("a");
+        settle(&mut e, &mut store, free());
+        assert!(e.tenure(Instant::now()).is_some());
+        // Frozen for longer than the lease: somebody else took over meanwhile, unseen.
+        advance(20 * SECOND).await;
+        store.put(foreign("x", 15, wall()));
+        if delete {
+            store.lease = None;
+        } else {
+            let mut cleared = store.get().expect("lease");
+            cleared.spec.as_mut().expect("spec").holder_identity = None;
+            store.put(cleared);
+        }
+        let seen = Instant::now();
+        settle(&mut e, &mut store, free());
+        assert!(
+            e.tenure(Instant::now()).is_none(),
+            "delete {delete}: took the Lease back at once"
+        );
+        assert_eq!(e.takeover_at(seen), Some(seen + 15 * SECOND), "delete {delete}");
+    }
+}
+
+/// Found by the simulator (seed 9459): a candidate saw the Lease deleted, then was frozen while
+/// the Lease was created, held and deleted again. A create has no resourceVersion to fail on,
+/// so on resuming it must look again, and, having a gap in its knowledge, wait a lease duration
+/// for a holder it may have missed.
+#[tokio::test(start_paused = true)]
+async fn a_candidate_with_a_gap_in_its_knowledge_of_an_absent_lease_waits_before_creating() {
+    let mut store = Store::default();
+    store.put(foreign("x", 15, wall()));
+    let mut e = elector("a");
+    settle(&mut e, &mut store, free());
+    store.lease = None;
+    e.on_watched_absent(Some("2"), Instant::now());
+    settle(&mut e, &mut store, free());
+    // Frozen for 20 s: the grace ran out meanwhile, and so did our knowledge.
+    advance(20 * SECOND).await;
+    let resumed = Instant::now();
+    assert!(
+        matches!(e.next_step(resumed, wall(), free()), Step::Read),
+        "reads before a create"
+    );
+    settle(&mut e, &mut store, free());
+    assert!(e.tenure(Instant::now()).is_none(), "created at once after a gap");
+    assert_eq!(e.takeover_at(resumed), Some(resumed + 15 * SECOND));
+    run_for(&mut e, &mut store, 15 * SECOND).await;
+    assert!(e.tenure(Instant::now()).is_some(), "then creates it");
 }

@@ -48,6 +48,8 @@ pub struct Grant {
 #[derive(Debug)]
 struct GrantState {
     tenure: Option<Tenure>,
+    /// The term of the last tenure published (kept while none is).
+    last_term: Option<i32>,
     /// No grants under the current tenure (yield, consumer gone); cleared by a new tenure.
     revoked: bool,
     /// No grants ever again (SIGTERM).
@@ -84,6 +86,7 @@ impl Leadership {
             consumer_timeout,
             state: Mutex::new(GrantState {
                 tenure: None,
+                last_term: None,
                 revoked: false,
                 shutting_down: false,
                 granted_until: None,
@@ -164,15 +167,26 @@ impl Leadership {
     }
 
     /// The elector driver publishes its tenure after every step. A new term lifts a revocation.
-    pub fn set_tenure(&self, tenure: Option<Tenure>) {
+    /// Watchers are woken by a new term, and by a tenure that had run out at `now` and is valid
+    /// again (a renew whose answer came after the tenure's end, sent while it ran): the stream
+    /// has told them "not leader" meanwhile, and would otherwise say nothing until its next
+    /// keep-alive, leaving the controller idle while we lead.
+    pub fn set_tenure(&self, tenure: Option<Tenure>, now: Instant) {
         let mut s = self.lock();
         let changed = s.tenure.map(|t| t.term) != tenure.map(|t| t.term);
-        if changed && tenure.is_some() {
+        let revived = s.tenure.is_some_and(|t| now >= t.valid_until)
+            && tenure.is_some_and(|t| now < t.valid_until);
+        // Only a new term lifts a revocation: the same term coming back after a gap in which
+        // nothing was published (a lapse and a late renew) is the revoked tenure still.
+        if let Some(t) = tenure
+            && s.last_term != Some(t.term)
+        {
             s.revoked = false;
+            s.last_term = Some(t.term);
         }
         s.tenure = tenure;
         drop(s);
-        if changed {
+        if changed || revived {
             self.view.send_modify(|v| v.epoch += 1);
         }
     }
@@ -296,7 +310,7 @@ mod tests {
     async fn a_grant_is_the_smaller_of_the_tenure_left_and_the_maximum() {
         let l = Leadership::new("a", "ns/l", 2000 * MS, None);
         assert_eq!(l.grant(Instant::now()), None, "no tenure, no grant");
-        l.set_tenure(Some(tenure(3, 10_000 * MS)));
+        l.set_tenure(Some(tenure(3, 10_000 * MS)), Instant::now());
         assert_eq!(
             l.grant(Instant::now()),
             Some(Grant {
@@ -319,7 +333,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn revocation_returns_the_latest_grant_and_stops_granting() {
         let l = Leadership::new("a", "ns/l", 2000 * MS, None);
-        l.set_tenure(Some(tenure(1, 10_000 * MS)));
+        l.set_tenure(Some(tenure(1, 10_000 * MS)), Instant::now());
         let first = Instant::now();
         l.grant(first);
         advance(700 * MS).await;
@@ -328,13 +342,13 @@ mod tests {
         assert_eq!(until, Some(first + 2700 * MS));
         assert_eq!(l.grant(Instant::now()), None);
         // Re-publishing the same tenure does not lift the revocation; a new term does.
-        l.set_tenure(Some(tenure(1, 10_000 * MS)));
+        l.set_tenure(Some(tenure(1, 10_000 * MS)), Instant::now());
         assert_eq!(l.grant(Instant::now()), None);
-        l.set_tenure(Some(tenure(2, 10_000 * MS)));
+        l.set_tenure(Some(tenure(2, 10_000 * MS)), Instant::now());
         assert!(l.grant(Instant::now()).is_some());
         // Shutdown is for good.
         l.revoke(true, Instant::now());
-        l.set_tenure(Some(tenure(3, 10_000 * MS)));
+        l.set_tenure(Some(tenure(3, 10_000 * MS)), Instant::now());
         assert_eq!(l.grant(Instant::now()), None);
         advance(2000 * MS).await;
         assert_eq!(
@@ -349,10 +363,10 @@ mod tests {
         let l = Leadership::new("a", "ns/l", 2000 * MS, None);
         let mut rx = l.subscribe();
         rx.borrow_and_update();
-        l.set_tenure(Some(tenure(1, 10_000 * MS)));
+        l.set_tenure(Some(tenure(1, 10_000 * MS)), Instant::now());
         assert!(rx.has_changed().expect("open"));
         rx.borrow_and_update();
-        l.set_tenure(Some(tenure(1, 12_000 * MS)));
+        l.set_tenure(Some(tenure(1, 12_000 * MS)), Instant::now());
         assert!(!rx.has_changed().expect("open"), "a renew is not news");
         l.set_view(|v| v.observed_at = Some("t".into()));
         assert!(
@@ -404,7 +418,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn noticing_the_consumer_gone_stops_granting_at_once() {
         let l = Leadership::new("a", "ns/l", 2000 * MS, Some(5000 * MS));
-        l.set_tenure(Some(tenure(1, 60_000 * MS)));
+        l.set_tenure(Some(tenure(1, 60_000 * MS)), Instant::now());
         let first = Instant::now();
         assert!(l.grant(first).is_some());
         advance(5000 * MS).await;
@@ -419,7 +433,44 @@ mod tests {
         );
         assert!(!l.is_granting(Instant::now()));
         // A new tenure (the consumer came back, the elector acquired again) grants again.
-        l.set_tenure(Some(tenure(2, 60_000 * MS)));
+        l.set_tenure(Some(tenure(2, 60_000 * MS)), Instant::now());
         assert!(l.grant(Instant::now()).is_some());
+    }
+}
+
+#[cfg(test)]
+mod revival_tests {
+    use tokio::time::advance;
+
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Found by the simulator (seed 14353): the sidecar resumes from a freeze just past its
+    /// tenure's end, so its stream says "not leader"; then the answer to a renew it sent before
+    /// the freeze extends the same term. Watchers must hear of it at once, or a controller whose
+    /// gate was revoked by that event sits idle until the stream's keep-alive.
+    #[tokio::test(start_paused = true)]
+    async fn a_tenure_valid_again_after_running_out_wakes_watchers() {
+        let l = Leadership::new("a", "ns/l", 2000 * MS, None);
+        let mut rx = l.subscribe();
+        let start = Instant::now();
+        let tenure = |valid_until| Tenure {
+            term: 1,
+            valid_until,
+            last_write_sent: start,
+        };
+        l.set_tenure(Some(tenure(start + 1000 * MS)), start);
+        rx.borrow_and_update();
+        advance(1500 * MS).await;
+        assert!(l.grant(Instant::now()).is_none(), "ran out");
+        l.set_tenure(Some(tenure(start + 3000 * MS)), Instant::now());
+        assert!(rx.has_changed().expect("open"), "revival is news");
+        assert!(l.grant(Instant::now()).is_some());
+        // A revocation is not lifted by the same term coming back.
+        l.revoke(false, Instant::now());
+        l.set_tenure(None, Instant::now());
+        l.set_tenure(Some(tenure(start + 4000 * MS)), Instant::now());
+        assert!(l.grant(Instant::now()).is_none(), "still revoked");
     }
 }

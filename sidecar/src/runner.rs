@@ -275,7 +275,7 @@ impl Runner {
     /// changes to logs, metrics and Events.
     fn publish(&mut self, now: Instant) {
         let tenure = self.elector.tenure(now);
-        self.leadership.set_tenure(tenure);
+        self.leadership.set_tenure(tenure, now);
         let observed = self.elector.observed().map(LeaseRecord::of);
         let has_observed = self.elector.has_observed();
         self.leadership.set_view(|v| {

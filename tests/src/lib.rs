@@ -18,6 +18,7 @@ pub mod pod;
 pub mod process;
 pub mod prom;
 pub mod sidecar;
+pub mod sim;
 pub mod timeline;
 pub mod tokens;
 pub mod web;
