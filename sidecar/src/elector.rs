@@ -508,9 +508,9 @@ impl Elector {
             return Step::Wait(None);
         }
         if matches!(self.knowledge, Knowledge::Absent)
-            && self.absent_seen_at.is_some_and(|t| {
-                now.saturating_duration_since(t) > self.timings.retry_period * 2
-            })
+            && self
+                .absent_seen_at
+                .is_some_and(|t| now.saturating_duration_since(t) > self.timings.retry_period * 2)
         {
             // Our knowledge of the absence is old (we were frozen, or our reads failed): look
             // again before a create, which has no resourceVersion to fail on.
@@ -777,9 +777,9 @@ impl Elector {
         // A create has no resourceVersion to fail on: knowing the Lease absent is safe only if
         // we kept knowing it. After a gap (we were frozen, or our requests failed) it may have
         // been created, held and deleted again behind our back, by a holder that may still act.
-        let gap = self.absent_seen_at.is_some_and(|t| {
-            now.saturating_duration_since(t) > self.timings.retry_period * 2
-        });
+        let gap = self
+            .absent_seen_at
+            .is_some_and(|t| now.saturating_duration_since(t) > self.timings.retry_period * 2);
         self.absent_seen_at = Some(now);
         let wait = match self.last_holder.take() {
             _ if holding => None,

@@ -1053,7 +1053,11 @@ async fn a_holder_whose_tenure_lapsed_waits_out_a_clear_or_a_deletion() {
             e.tenure(Instant::now()).is_none(),
             "delete {delete}: took the Lease back at once"
         );
-        assert_eq!(e.takeover_at(seen), Some(seen + 15 * SECOND), "delete {delete}");
+        assert_eq!(
+            e.takeover_at(seen),
+            Some(seen + 15 * SECOND),
+            "delete {delete}"
+        );
     }
 }
 
@@ -1078,7 +1082,10 @@ async fn a_candidate_with_a_gap_in_its_knowledge_of_an_absent_lease_waits_before
         "reads before a create"
     );
     settle(&mut e, &mut store, free());
-    assert!(e.tenure(Instant::now()).is_none(), "created at once after a gap");
+    assert!(
+        e.tenure(Instant::now()).is_none(),
+        "created at once after a gap"
+    );
     assert_eq!(e.takeover_at(resumed), Some(resumed + 15 * SECOND));
     run_for(&mut e, &mut store, 15 * SECOND).await;
     assert!(e.tenure(Instant::now()).is_some(), "then creates it");
