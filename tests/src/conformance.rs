@@ -320,6 +320,7 @@ pub(crate) async fn kill_leading_sidecar(w: &mut World) -> anyhow::Result<Option
     w.create("before", 10).await?;
     w.all_ready().await?;
     w.pods[leader].sidecar.signal(libc::SIGKILL)?;
+    w.mark_heal("kill -9 of the leading sidecar");
     let next = w.window_opens(&[leader]).await?;
     w.closed_before_takeover(leader, next).await?;
     w.create("after", 10).await?;
@@ -365,12 +366,14 @@ pub(crate) async fn frozen_sidecar(w: &mut World) -> anyhow::Result<Option<Strin
     w.create("before", 10).await?;
     w.all_ready().await?;
     w.pods[leader].sidecar.signal(libc::SIGSTOP)?;
+    w.mark_fault("SIGSTOP of the leading sidecar");
     // A takeover needs the Lease unrenewed for its whole duration: the freeze outlasts it.
     let next = w.window_opens(&[leader]).await?;
     w.closed_before_takeover(leader, next).await?;
     w.create("frozen", 10).await?;
     w.all_ready().await?;
     w.pods[leader].sidecar.signal(libc::SIGCONT)?;
+    w.mark_heal("SIGCONT of the old leader's sidecar");
     w.follows(leader, next).await?;
     w.probe(leader, "/readyz", 200).await?;
     w.create("thawed", 10).await?;
@@ -395,6 +398,7 @@ pub(crate) async fn api_partition(w: &mut World) -> anyhow::Result<Option<String
         .context("in memory every sidecar has its own token")?;
     let partition = |server: &crate::apiserver::ApiServer| server.faults().partition_token(&token);
     let rule = w.cluster.in_memory().map(partition);
+    w.mark_fault("API partition of the leading sidecar");
     let next = w.window_opens(&[leader]).await?;
     w.closed_before_takeover(leader, next).await?;
     w.create("partitioned", 10).await?;
@@ -402,6 +406,7 @@ pub(crate) async fn api_partition(w: &mut World) -> anyhow::Result<Option<String
     if let (Some(server), Some(rule)) = (w.cluster.in_memory(), rule) {
         server.faults().remove(rule);
     }
+    w.mark_heal("partition healed");
     w.follows(leader, next).await?;
     w.create("healed", 10).await?;
     w.all_ready().await?;

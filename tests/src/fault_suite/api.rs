@@ -3,31 +3,18 @@
 use std::time::Duration;
 
 use crate::apiserver::faults::{FaultAction, FaultMatch, FaultSpec};
+use crate::conformance;
 use crate::world::World;
 
 use super::{
     LEASE, named_counts, one_leader_all_agree, sidecar_token, sidecar_user, window_closed,
 };
 
-/// The leading sidecar's API requests hang while everybody else is served, as in the
-/// conformance scenario (its controller stops because its grants stop, a standby takes over,
-/// the healed sidecar follows), with the partition and its healing recorded for liveness.
+/// The leading sidecar's API requests hang while everybody else is served: the conformance
+/// scenario (its controller stops because its grants stop, a standby takes over, the healed
+/// sidecar follows), which records the partition and its healing for liveness.
 pub async fn partition(w: &mut World) -> anyhow::Result<Vec<String>> {
-    let leader = w.window_opens(&[]).await?;
-    w.create("before", 10).await?;
-    w.all_ready().await?;
-    let token = sidecar_token(w, leader)?;
-    let rule = w.server("a partition")?.faults().partition_token(&token);
-    w.mark_fault("API partition of the leading sidecar");
-    let next = w.window_opens(&[leader]).await?;
-    w.closed_before_takeover(leader, next).await?;
-    w.create("partitioned", 10).await?;
-    w.all_ready().await?;
-    w.server("a partition")?.faults().remove(rule);
-    w.mark_heal("partition healed");
-    w.follows(leader, next).await?;
-    w.create("healed", 10).await?;
-    w.all_ready().await?;
+    conformance::api_partition(w).await?;
     Ok(Vec::new())
 }
 

@@ -2,51 +2,25 @@
 
 use std::time::Duration;
 
+use crate::conformance;
 use crate::world::{PodOptions, World, pod_name};
 
 use super::{
     named_counts, one_leader_all_agree, sidecar_user, terminate_pod, wait_renews, window_closed,
 };
 
-/// kill -9 of the leading sidecar, as in the conformance scenario (a standby takes over once
-/// the Lease expires; the restarted sidecar follows), with the kill recorded for liveness.
+/// kill -9 of the leading sidecar: the conformance scenario (a standby takes over once the
+/// Lease expires; the restarted sidecar follows), which records the kill for liveness.
 pub async fn kill_leading_sidecar(w: &mut World) -> anyhow::Result<Vec<String>> {
-    let leader = w.window_opens(&[]).await?;
-    w.create("before", 10).await?;
-    w.all_ready().await?;
-    w.pods[leader].sidecar.signal(libc::SIGKILL)?;
-    w.mark_heal("kill -9 of the leading sidecar");
-    let next = w.window_opens(&[leader]).await?;
-    w.closed_before_takeover(leader, next).await?;
-    w.create("after", 10).await?;
-    w.all_ready().await?;
-    // The kubelet restarts the container on the same port.
-    w.restart_sidecar(leader).await?;
-    w.follows(leader, next).await?;
-    w.probe(leader, "/readyz", 200).await?;
+    conformance::kill_leading_sidecar(w).await?;
     Ok(Vec::new())
 }
 
-/// SIGSTOP of the leading sidecar past the lease, then SIGCONT, as in the conformance
-/// scenario (it comes back as a follower and its controller stays idle), with the freeze and
-/// the thaw recorded for liveness.
+/// SIGSTOP of the leading sidecar past the lease, then SIGCONT: the conformance scenario (it
+/// comes back as a follower and its controller stays idle), which records the freeze and the
+/// thaw for liveness.
 pub async fn frozen_sidecar(w: &mut World) -> anyhow::Result<Vec<String>> {
-    let leader = w.window_opens(&[]).await?;
-    w.create("before", 10).await?;
-    w.all_ready().await?;
-    w.pods[leader].sidecar.signal(libc::SIGSTOP)?;
-    w.mark_fault("SIGSTOP of the leading sidecar");
-    // A takeover needs the Lease unrenewed for its whole duration: the freeze outlasts it.
-    let next = w.window_opens(&[leader]).await?;
-    w.closed_before_takeover(leader, next).await?;
-    w.create("frozen", 10).await?;
-    w.all_ready().await?;
-    w.pods[leader].sidecar.signal(libc::SIGCONT)?;
-    w.mark_heal("SIGCONT of the old leader's sidecar");
-    w.follows(leader, next).await?;
-    w.probe(leader, "/readyz", 200).await?;
-    w.create("thawed", 10).await?;
-    w.all_ready().await?;
+    conformance::frozen_sidecar(w).await?;
     Ok(Vec::new())
 }
 
