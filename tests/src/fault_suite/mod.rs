@@ -269,7 +269,10 @@ pub async fn run_with(fault: Fault, controller: ControllerCommand) -> anyhow::Re
         });
     }
     let (pods, extra) = fault.world();
-    let mut args: Vec<&str> = TIMINGS.to_vec();
+    let mut args: Vec<&str> = match fault {
+        Fault::WallClockStepBack => skew::STEP_TIMINGS.to_vec(),
+        _ => TIMINGS.to_vec(),
+    };
     args.extend(extra);
     let spec = WorldSpec::new(controller, pods, &args);
     let mut world = World::start(&spec).await?;

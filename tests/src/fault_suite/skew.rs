@@ -139,31 +139,35 @@ async fn takeover_not_stuck(w: &World, dead: usize, next: usize) -> anyhow::Resu
     w.closed_before_takeover(dead, next).await
 }
 
-/// The leading sidecar's wall clock is stepped back by one renew period (the retry period,
-/// 500 ms) right after one of its renews, twice, with a client-go elector (`testkit::clientgo`)
-/// as the standby.
+/// The step-back fault's sidecar timings: a renew period of 1 s (a step of one renew period is
+/// then a whole second) and a renew deadline close to the lease, so that the margin left is
+/// smaller than what one renew that client-go cannot see costs.
+pub const STEP_TIMINGS: [&str; 6] = [
+    "--lease-duration",
+    "3s",
+    "--renew-deadline",
+    "2800ms",
+    "--retry-period",
+    "1s",
+];
+
+/// The leading sidecar's wall clock steps back by one renew period (1 s) right after a renew,
+/// with a client-go elector (`testkit::clientgo`, polling every 100 ms) as the standby; right
+/// after the next renew the leader is cut off from the API server (its requests hang).
 ///
-/// client-go notices a change of the record only at whole-second resolution of `renewTime`
-/// (see `testkit::clientgo`): a renew that writes the same second again is no change to it, so
-/// it counts the lease duration from an older observation. Our leader makes every renew change
-/// the second (`elector::renew_time`). The client-go standby must not lead while our leader is
-/// alive: its leading periods are windows, judged for overlap with ours.
-///
-/// What this cannot show: one step of one renew period only makes client-go's observation a
-/// renew period older, which costs margin but cannot by itself let it take over a Lease that is
-/// renewed (that needs a whole lease duration without a visible change), so this run passes on
-/// the code before the fix too; `every_renew_changes_renew_time_at_whole_second_resolution` in
-/// `sidecar/src/elector_tests.rs` is the reproduction that fails there. A clock that stands
-/// still for many renews (stepped back after every one) is beyond the fix: `renewTime` stays
-/// within a second of the sidecar's clock, so it alternates between two seconds, and a
-/// client-go standby that samples every second renew sees no change and takes over
-/// (docs/operations.md).
+/// client-go notices a change of the record only at whole-second resolution of `renewTime`. The
+/// renew after the step would write the same second again: no change to client-go, which then
+/// counts its lease duration from the renew before, one renew period early, while the cut-off
+/// leader still leads until its renew deadline after the renew it did not see. With 3 s / 2.8 s
+/// / 1 s that is an overlap of up to 0.8 s, which the judgement catches (client-go's leading
+/// periods are windows like our controllers'). Our leader makes every renew change the second
+/// (`elector::renew_time`), so client-go counts from the last renew and takes over only after the
+/// leader's tenure ended.
 ///
 /// The offset is changed at run time through libfaketime's `FAKETIME_TIMESTAMP_FILE`, which it
-/// re-reads on every clock read with `FAKETIME_NO_CACHE=1` (fractional offsets work). libfaketime
-/// disturbs the timing of the process under it: no timing is read from this run, and the
-/// faked sidecar's log timestamps are in its faked clock (liveness reads its tenure from the
-/// audit log).
+/// re-reads on every clock read with `FAKETIME_NO_CACHE=1`. libfaketime disturbs the timing of
+/// the process under it: no timing is read from this run, and the faked sidecar's log
+/// timestamps are in its faked clock (liveness reads its tenure from the audit log).
 pub async fn wall_clock_step_back(w: &mut World) -> anyhow::Result<Vec<String>> {
     use crate::clientgo::{ClientGoElector, ClientGoTimings};
     let library = libfaketime()?;
@@ -197,8 +201,8 @@ pub async fn wall_clock_step_back(w: &mut World) -> anyhow::Result<Vec<String>> 
     w.all_ready().await?;
     let timings = ClientGoTimings {
         lease_duration: LEASE,
-        renew_deadline: Duration::from_secs(2),
-        retry_period: super::RETRY,
+        renew_deadline: Duration::from_millis(2800),
+        retry_period: Duration::from_millis(100),
     };
     let (client, ns, lease) = (
         w.cluster.client(),
@@ -206,35 +210,48 @@ pub async fn wall_clock_step_back(w: &mut World) -> anyhow::Result<Vec<String>> 
         w.lease_name(),
     );
     let go = ClientGoElector::spawn(client, &ns, &lease, "client-go", timings, false);
-    renews(w, a, &go, 4, "before any step").await?;
+    renews(w, a, &go, 4, "before the step").await?;
 
-    // One step back, right after a renew early in a second of the faked clock, so that the
-    // next renew writes the same second again; then once more after a lease duration.
+    // Right after a renew early in a second, step back one renew period: the next renew falls
+    // in the same second of the faked clock. Renews come every second, so their phase in the
+    // second hardly moves: shift it first (a step of less than a second, forward or back, that
+    // no renew sees twice) so that it falls early in a second.
     let mut offset = 0.0;
-    w.mark_fault("pod-a's wall clock stepped back one renew period");
-    for round in 0..2 {
-        early_in_a_second(w).await?;
-        offset -= super::RETRY.as_secs_f64();
-        set_offset(offset)?;
-        renews(w, a, &go, RENEWS, "after pod-a's clock stepped back").await?;
-        if round == 0 {
-            w.mark_heal("pod-a's wall clock stepped back once");
+    for _ in 0..5 {
+        let phase = renew_phase(w).await?;
+        if phase < 0.4 {
+            break;
         }
+        offset += 1.1 - phase;
+        set_offset(offset)?;
+        renews(w, a, &go, 1, "while aligning pod-a's clock").await?;
     }
-    renews(w, a, &go, RENEWS, "after the steps").await?;
-    anyhow::ensure!(
-        w.pods[a].sidecar.status().await?.is_leader,
-        "pod-a no longer leads"
-    );
-    w.create("after", 5).await?;
-    w.all_ready().await?;
+    early_in_a_second(w).await?;
+    offset -= 1.0;
+    set_offset(offset)?;
+    w.mark_fault("pod-a's wall clock stepped back one renew period");
+    renews(w, a, &go, 1, "after pod-a's clock stepped back").await?;
+    // Cut off right after that renew: the leader keeps leading until its renew deadline.
+    let token = super::sidecar_token(w, a)?;
+    let cut = w.server("a partition")?.faults().partition_token(&token);
+    go.wait_leading(crate::world::WAIT).await?;
+    // Heal only once pod-a's controller has stopped on its own (its grants end with its
+    // tenure), so that an early takeover shows as the overlap it is.
+    super::window_closed(w, a, "once its tenure ended").await?;
+    w.server("a partition")?.faults().remove(cut);
+    w.mark_heal("pod-a's partition healed (client-go leads)");
+    // Hand back to our pods, so that new objects get reconciled: client-go stops without a
+    // release, and pod-a takes the Lease once client-go's record expires.
     let windows = go.stop().await;
     let tenures = windows.len();
     w.foreign_windows("client-go", windows);
-    anyhow::ensure!(tenures == 0, "client-go led {tenures} times");
+    let counts = w.window_counts();
+    w.window_opens_after(&counts, &[]).await?;
+    w.create("after", 5).await?;
+    w.all_ready().await?;
     Ok(vec![format!(
-        "pod-a's clock stepped back {:.1} s in 2 steps of one renew period; the client-go standby never led",
-        -offset
+        "pod-a's clock stepped back 1 s right after a renew, then pod-a was cut off: client-go \
+         took over {tenures} time(s), after pod-a's tenure"
     )])
 }
 
@@ -252,6 +269,28 @@ async fn renews(
             "client-go took over {when}, while {} renewed the Lease",
             w.pods[a].name
         ))),
+    }
+}
+
+/// The sub-second part of the `renewTime` of the leader's next renew, in seconds.
+async fn renew_phase(w: &World) -> anyhow::Result<f64> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases: kube::Api<Lease> = kube::Api::namespaced(w.cluster.client(), w.cluster.namespace());
+    let deadline = tokio::time::Instant::now() + crate::world::WAIT;
+    let first = leases.get(&w.lease_name()).await?.metadata.resource_version;
+    loop {
+        let lease = leases.get(&w.lease_name()).await?;
+        if lease.metadata.resource_version != first
+            && let Some(t) = lease.spec.and_then(|s| s.renew_time).map(|t| t.0)
+        {
+            return Ok(f64::from(t.subsec_millisecond()) / 1000.0);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the leader did not renew within {:?}",
+            crate::world::WAIT
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
