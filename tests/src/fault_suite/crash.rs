@@ -96,14 +96,18 @@ pub async fn candidate_storm(w: &mut World) -> anyhow::Result<Vec<String>> {
     )])
 }
 
-/// Waits until a Lease request of each of the first `n` pods' sidecars is being held.
+/// Waits until a Lease request of each of the first `n` pods' sidecars has been held. Not
+/// necessarily all at once: a held request times out after `--api-timeout` and is retried after
+/// a backoff, so when the pods start slowly (the Python controller takes longer to start) the
+/// first sidecars may be between two attempts when the last one asks.
 async fn wait_all_asked(w: &World, n: usize) -> anyhow::Result<()> {
     let server = w.server("holding back Lease requests")?;
     let deadline = tokio::time::Instant::now() + crate::world::WAIT;
+    let mut seen = std::collections::BTreeSet::new();
     loop {
-        let users = server.faults().held_users();
+        seen.extend(server.faults().held_users());
         let asked = (0..n)
-            .filter(|i| users.contains(&sidecar_user(w, *i)))
+            .filter(|i| seen.contains(&sidecar_user(w, *i)))
             .count();
         if asked == n {
             return Ok(());
