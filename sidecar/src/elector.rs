@@ -42,10 +42,12 @@
 //!    controller's grants. A holder whose tenure lapsed (it was frozen or cut off) may have
 //!    missed a takeover: it waits like everybody else, its own lease duration when it knows of
 //!    no other holder.
-//!    **The one case this cannot cover:** a candidate that never saw the Lease before its
-//!    deletion (it started, or restarted, after it) finds nothing to wait out and may create the
-//!    Lease at once while a cut-off holder still leads. Deleting a held Lease is therefore an
-//!    operator error we document (docs/operations.md); clearing it is safe.
+//!    **What this cannot cover:** a candidate that does not know the holder when the Lease is
+//!    deleted (it started, or restarted, after the deletion, or the holder acquired moments
+//!    before the deletion, between two of its observations) finds nothing to wait out and may
+//!    create the Lease at once while the holder still leads: a create has no resourceVersion
+//!    to fail on. Deleting a held Lease is therefore an operator error we document
+//!    (docs/operations.md); clearing it is safe.
 //!
 //! The argument needs only the monotonic clocks of the two nodes to run at nearly the same
 //! rate (the margin absorbs a drift far larger than real clocks show), and to keep running

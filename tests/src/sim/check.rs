@@ -206,10 +206,11 @@ pub struct Checker {
     pub writes: Vec<Vec<(Nanos, Nanos)>>,
     /// Per sidecar: while its elector holds a valid tenure.
     pub tenures: Vec<Track>,
-    /// Every new tenure: when, by whom, its term.
-    pub acquired: Vec<(Nanos, usize, i32)>,
-    /// When the operator deleted the Lease.
-    pub deletions: Vec<Nanos>,
+    /// Every new tenure: when, by whom, its term, and the resourceVersion of the write that
+    /// started it.
+    pub acquired: Vec<(Nanos, usize, i32, u64)>,
+    /// The resourceVersions at which the operator deleted the Lease.
+    pub deletions: Vec<u64>,
 }
 
 impl Checker {
@@ -254,13 +255,16 @@ impl Checker {
         //    replacement continues from the highest term its creator saw (the fault suite's
         //    `lease-recreated` checks that), which a creator that missed the last tenures cannot
         //    know. So the count is judged between deletions.
+        //    Tenures are taken in the order the server committed their writes.
+        let mut by_commit = self.acquired.clone();
+        by_commit.sort_by_key(|&(at, _, _, rv)| (rv, at));
         let mut highest: Option<i32> = None;
-        let mut last_at = 0;
-        for &(at, node, term) in &self.acquired {
-            if self.deletions.iter().any(|d| (last_at..at).contains(d)) {
+        let mut last_rv = 0;
+        for (at, node, term, rv) in by_commit {
+            if self.deletions.iter().any(|d| (last_rv..rv).contains(d)) {
                 highest = None;
             }
-            last_at = at;
+            last_rv = rv;
             if let Some(h) = highest
                 && term <= h
             {

@@ -65,10 +65,12 @@
 //!
 //! # Not modelled
 //!
-//! - A sidecar that starts after the Lease was deleted while a holder cut off from the API
-//!   server still leads: it never saw that holder and cannot wait for it (the one case the
-//!   elector's safety argument, step 5, leaves to the operator: do not delete a held Lease). A
-//!   plan with an operator deletion has its sidecar kills turned into freezes.
+//! - A candidate that does not know the holder when the operator deletes a held Lease (it
+//!   started after the deletion, or the holder acquired between two of its observations): it
+//!   cannot wait for a holder it does not know (the case the elector's safety argument, step 5,
+//!   leaves to the operator: do not delete a held Lease). So a plan with an operator deletion
+//!   has its sidecar kills turned into freezes, and the operator deletes a held Lease only when
+//!   every live sidecar knows its holder (else the trace says the delete was skipped).
 //! - A suspended VM (or a laptop lid) stops CLOCK_MONOTONIC for every process of the node: a
 //!   frozen leader then wakes believing its tenure still runs while the others took over. No
 //!   timing-based protocol survives that safely without fencing at the API server, so runs

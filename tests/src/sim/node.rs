@@ -73,6 +73,18 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
+    /// Whether this sidecar knows `holder` as the holder of the Lease: it is that holder, or
+    /// the record it last observed names it.
+    pub fn knows_holder(&self, holder: &str) -> bool {
+        self.name == holder
+            || self
+                .elector
+                .observed()
+                .and_then(|l| l.spec.as_ref())
+                .and_then(|s| s.holder_identity.as_deref())
+                == Some(holder)
+    }
+
     pub fn new(i: usize, clock: Clock, wall_offset: i64, seed: u64, s: &Settings) -> Self {
         Self::named(format!("pod-{i}"), clock, wall_offset, seed, s)
     }
@@ -328,7 +340,15 @@ impl World {
         for change in sc.elector.take_changes() {
             match change {
                 Change::Acquired { term } => {
-                    self.check.acquired.push((self.now, i, term));
+                    // The resourceVersion of the write that started the tenure (the elector
+                    // has just observed what it wrote): orders tenures as the server did.
+                    let rv = sc
+                        .elector
+                        .observed()
+                        .and_then(|l| l.metadata.resource_version.as_deref())
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    self.check.acquired.push((self.now, i, term, rv));
                     tr!(self, sc_name(i), "ACQUIRED term {term}");
                 }
                 Change::WatchStale => {

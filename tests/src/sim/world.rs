@@ -673,8 +673,30 @@ impl World {
                 self.sidecars[node].wall_offset += step;
             }
             FaultKind::DeleteLease => {
-                if let Some(item) = self.server.delete() {
-                    self.check.deletions.push(self.now);
+                // Deleting a held Lease is safe only towards candidates that know its holder
+                // (elector.rs, step 5): the model's operator deletes only then.
+                let holder = self
+                    .server
+                    .lease
+                    .as_ref()
+                    .and_then(|l| l.spec.as_ref())
+                    .and_then(|s| s.holder_identity.clone())
+                    .filter(|h| !h.is_empty());
+                let unaware = holder.as_deref().and_then(|h| {
+                    self.sidecars
+                        .iter()
+                        .position(|sc| sc.alive && !sc.knows_holder(h))
+                });
+                if let (Some(h), Some(i)) = (&holder, unaware) {
+                    tr!(
+                        self,
+                        "FLT",
+                        "operator's delete skipped: pod-{i} does not know holder {h}"
+                    );
+                } else if let Some(item) = self.server.delete() {
+                    if let Some(rv) = item.rv() {
+                        self.check.deletions.push(rv);
+                    }
                     self.fan_out(item);
                 }
             }
