@@ -436,15 +436,6 @@ mod tests {
         l.set_tenure(Some(tenure(2, 60_000 * MS)), Instant::now());
         assert!(l.grant(Instant::now()).is_some());
     }
-}
-
-#[cfg(test)]
-mod revival_tests {
-    use tokio::time::advance;
-
-    use super::*;
-
-    const MS: Duration = Duration::from_millis(1);
 
     /// Found by the simulator (seed 14353): the sidecar resumes from a freeze just past its
     /// tenure's end, so its stream says "not leader"; then the answer to a renew it sent before
