@@ -86,6 +86,29 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Label key to set on our own Pod: `<key>=leader` while leading, `<key>=standby`
+    /// otherwise; empty: off. A convenience for `kubectl -l` and Services, not a fence (see
+    /// docs/operations.md). Needs get and patch on pods, and the Pod's name and namespace.
+    #[arg(long, env = "POD_ROLE_LABEL", default_value = "")]
+    pub pod_role_label: String,
+
+    /// Our Pod's name, for --pod-role-label (the downward API's metadata.name).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// Our Pod's namespace, for --pod-role-label [default: the Lease's default namespace].
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+}
+
+/// `--pod-role-label`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodRoleLabel {
+    pub key: String,
+    pub pod: String,
+    /// `None`: the namespace the Lease defaults to.
+    pub namespace: Option<String>,
 }
 
 /// Validated settings.
@@ -103,6 +126,7 @@ pub struct Settings {
     pub admin_listen: SocketAddr,
     pub max_connections: usize,
     pub log_format: LogFormat,
+    pub pod_role_label: Option<PodRoleLabel>,
 }
 
 impl Args {
@@ -148,6 +172,23 @@ impl Args {
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
         }
+        let pod_role_label = if self.pod_role_label.is_empty() {
+            None
+        } else {
+            crate::pod_label::validate_label_key(&self.pod_role_label)?;
+            let Some(pod) = self.pod_name.filter(|p| !p.is_empty()) else {
+                return Err(
+                    "--pod-role-label needs the Pod's name: --pod-name or POD_NAME (the downward \
+                     API's metadata.name)"
+                        .into(),
+                );
+            };
+            Some(PodRoleLabel {
+                key: self.pod_role_label,
+                pod,
+                namespace: self.pod_namespace.filter(|n| !n.is_empty()),
+            })
+        };
         let identity = match self.identity.filter(|i| !i.is_empty()) {
             Some(i) => i,
             None => default_identity(),
@@ -171,6 +212,7 @@ impl Args {
             admin_listen: self.admin_listen,
             max_connections: self.max_connections,
             log_format: self.log_format,
+            pod_role_label,
         })
     }
 }
@@ -293,6 +335,32 @@ mod tests {
                 .contains("invalid duration")
         );
         assert!(args(&["--listen", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn the_pod_role_label_needs_a_valid_key_and_the_pod_name() {
+        assert_eq!(args(&[]).expect("defaults").pod_role_label, None);
+        let s = args(&[
+            "--pod-role-label",
+            "newresource.com/role",
+            "--pod-name",
+            "p",
+            "--pod-namespace",
+            "ns",
+        ])
+        .expect("valid");
+        assert_eq!(
+            s.pod_role_label,
+            Some(PodRoleLabel {
+                key: "newresource.com/role".into(),
+                pod: "p".into(),
+                namespace: Some("ns".into()),
+            })
+        );
+        let e = args(&["--pod-role-label", "Bad Key", "--pod-name", "p"]).unwrap_err();
+        assert!(e.contains("is not a label key"), "{e}");
+        let e = args(&["--pod-role-label", "role", "--pod-name", ""]).unwrap_err();
+        assert!(e.contains("needs the Pod's name"), "{e}");
     }
 
     #[test]

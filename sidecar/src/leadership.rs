@@ -144,6 +144,11 @@ impl Leadership {
         Self::grantable(&self.lock(), now).is_some()
     }
 
+    /// When granting stops by the clock alone (the tenure's end), if we grant at `now`.
+    pub fn grant_ends(&self, now: Instant) -> Option<Instant> {
+        Self::grantable(&self.lock(), now).map(|t| t.valid_until)
+    }
+
     fn grantable(s: &GrantState, now: Instant) -> Option<Tenure> {
         s.tenure
             .filter(|t| !s.revoked && !s.shutting_down && now < t.valid_until)

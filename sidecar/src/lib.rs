@@ -6,6 +6,7 @@
 //! - [`leadership`]: grants handed to the local controller, bounded by the tenure;
 //! - [`runner`]: drives the elector against the API server ([`lease_api`]);
 //! - [`http`]: the leader API and the admin port; [`contract`]: the bodies they serve;
+//! - [`pod_label`]: the opt-in `leader`/`standby` label on the sidecar's own Pod;
 //! - [`config`], [`cli`], [`metrics`], [`rlimit`] (the open-file limit).
 
 pub mod cli;
@@ -16,5 +17,6 @@ pub mod http;
 pub mod leadership;
 pub mod lease_api;
 pub mod metrics;
+pub mod pod_label;
 pub mod rlimit;
 pub mod runner;

@@ -12,6 +12,7 @@ use leader_sidecar::http::{self, Admin, Api};
 use leader_sidecar::leadership::Leadership;
 use leader_sidecar::lease_api::LeaseApi;
 use leader_sidecar::metrics::Metrics;
+use leader_sidecar::pod_label::PodLabeller;
 use leader_sidecar::rlimit;
 use leader_sidecar::runner::{self, Command, Heartbeat, Runner, StandbyWatch};
 use tokio::net::TcpListener;
@@ -109,6 +110,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.lease_namespace.as_deref(),
         &config.default_namespace,
     );
+    let pod_namespace = settings
+        .pod_role_label
+        .as_ref()
+        .and_then(|l| l.namespace.clone())
+        .unwrap_or_else(|| lease_namespace(None, &config.default_namespace));
     let client = kube::Client::try_from(config).context("cannot build the Kubernetes client")?;
     let lease_ref = format!("{namespace}/{}", settings.lease_name);
 
@@ -193,6 +199,22 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     let watch = StandbyWatch::start(leases.clone(), timings.retry_period);
 
+    // The opt-in role label on our own Pod; told to stop (and show `standby`) after the Lease
+    // is released.
+    let (labeller_stop, labeller_stopped) = tokio::sync::watch::channel(false);
+    let labeller = settings.pod_role_label.as_ref().map(|label| {
+        tracing::info!(pod = %label.pod, namespace = %pod_namespace, key = %label.key, "labelling our pod with its role");
+        let labeller = PodLabeller {
+            pods: kube::Api::namespaced(client.clone(), &pod_namespace),
+            key: label.key.clone(),
+            own_pod: label.pod.clone(),
+            timeout: settings.api_timeout,
+            retry_period: timings.retry_period,
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(labeller.run(leadership.clone(), labeller_stopped))
+    });
+
     let signal_leadership = leadership.clone();
     tokio::spawn(async move {
         cli::shutdown_signal().await;
@@ -221,6 +243,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         commands,
     };
     runner.run().await;
+    if let Some(task) = labeller {
+        let _ = labeller_stop.send(true);
+        // One last best-effort `standby` write, bounded by two requests.
+        let _ = tokio::time::timeout(settings.api_timeout * 2, task).await;
+    }
     tracing::info!("leader-sidecar stopped");
     Ok(())
 }

@@ -155,10 +155,10 @@ impl Metrics {
         self.inner.renew_seconds.observe(seconds);
     }
 
-    /// Counts a request to the Kubernetes API about `resource` (`leases` or `events`).
+    /// Counts a request to the Kubernetes API about `resource` (`leases`, `events` or `pods`).
     /// `code` is the HTTP status, `timeout` or `transport`. Every code but 2xx also counts as
-    /// an error, except the Lease's expected answers: 409 (a lost compare-and-swap) and 404 on
-    /// a get (no Lease yet).
+    /// an error, except the expected answers of Leases and Pods: 409 (a lost compare-and-swap)
+    /// and 404 on a get (no Lease yet; a predecessor's Pod already gone).
     pub fn api_request(&self, resource: &str, verb: &str, code: &str) {
         let labels = ApiLabels {
             resource: resource.to_owned(),
@@ -167,7 +167,8 @@ impl Metrics {
         };
         self.inner.api_requests.get_or_create(&labels).inc();
         let expected = code.starts_with('2')
-            || (resource == "leases" && (code == "409" || (verb == "get" && code == "404")));
+            || ((resource == "leases" || resource == "pods")
+                && (code == "409" || (verb == "get" && code == "404")));
         if !expected {
             self.inner.api_errors.get_or_create(&labels).inc();
         }

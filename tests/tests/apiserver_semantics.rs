@@ -1202,3 +1202,89 @@ async fn crd_selectable_fields_are_field_selectors() -> anyhow::Result<()> {
     assert_eq!(status.code, 400);
     Ok(())
 }
+
+fn pod(name: &str) -> anyhow::Result<k8s_openapi::api::core::v1::Pod> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "x"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }))?)
+}
+
+/// What `--pod-role-label` relies on: a merge patch of a Pod's labels carrying the
+/// `resourceVersion` it read is refused with 409 once the Pod changed, and applied otherwise.
+#[tokio::test]
+async fn pod_label_patches_honour_their_resource_version() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(cluster.client(), cluster.namespace());
+    let created = pods
+        .create(&PostParams::default(), &pod("labelled")?)
+        .await?;
+    let read_rv = created.metadata.resource_version.clone();
+    let label = |value: &str, rv: &Option<String>| json!({"metadata": {"resourceVersion": rv, "labels": {"example.com/role": value}}});
+    let patched = pods
+        .patch(
+            "labelled",
+            &PatchParams::default(),
+            &Patch::Merge(label("leader", &read_rv)),
+        )
+        .await?;
+    let labels = patched.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("example.com/role").map(String::as_str),
+        Some("leader")
+    );
+    assert_eq!(
+        labels.get("app").map(String::as_str),
+        Some("x"),
+        "other labels kept"
+    );
+    // A second writer that read before the first wrote.
+    let stale = pods
+        .patch(
+            "labelled",
+            &PatchParams::default(),
+            &Patch::Merge(label("standby", &read_rv)),
+        )
+        .await;
+    assert_eq!(code_of(stale), 409);
+    let now = pods.get("labelled").await?;
+    assert_eq!(
+        now.metadata
+            .labels
+            .unwrap_or_default()
+            .get("example.com/role")
+            .map(String::as_str),
+        Some("leader")
+    );
+    Ok(())
+}
+
+/// A difference (docs/inmem-apiserver.md, "Pods are objects only"): a Pod's spec can be
+/// changed here, where a real server refuses most spec changes with 422. In memory only.
+#[tokio::test]
+async fn pods_are_objects_only_and_their_spec_can_change() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    if cluster.in_memory().is_none() {
+        eprintln!("in memory only: shows a difference from the real server");
+        return Ok(());
+    }
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(cluster.client(), cluster.namespace());
+    pods.create(&PostParams::default(), &pod("mutable")?)
+        .await?;
+    let changed = pods
+        .patch(
+            "mutable",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"serviceAccountName": "other"}})),
+        )
+        .await?;
+    let spec = changed.spec.unwrap_or_default();
+    assert_eq!(spec.service_account_name.as_deref(), Some("other"));
+    assert!(
+        changed.status.is_none_or(|s| s.phase.is_none()),
+        "nothing runs it"
+    );
+    Ok(())
+}

@@ -23,6 +23,7 @@ pub fn visit_builtin<V: BuiltInVisitor>(kind: BuiltInKind, visitor: V) -> V::Out
         K::Namespace => visitor.visit::<core::v1::Namespace>(),
         K::ServiceAccount => visitor.visit::<core::v1::ServiceAccount>(),
         K::ConfigMap => visitor.visit::<core::v1::ConfigMap>(),
+        K::Pod => visitor.visit::<core::v1::Pod>(),
         K::Secret => visitor.visit::<core::v1::Secret>(),
         K::Service => visitor.visit::<core::v1::Service>(),
         K::CoreEvent => visitor.visit::<core::v1::Event>(),
@@ -58,6 +59,7 @@ pub enum BuiltInKind {
     Namespace,
     ServiceAccount,
     ConfigMap,
+    Pod,
     Secret,
     Service,
     CoreEvent,
@@ -441,6 +443,28 @@ pub fn builtin_types() -> Vec<ResourceType> {
     );
     secrets.extra_field_selectors = vec!["type".to_string()];
 
+    // Pods as objects only: nothing schedules or runs them (the tests' kubelet stand-in runs
+    // a pod's processes and keeps its object), and no status is written for them.
+    let mut pods = builtin(
+        "",
+        "v1",
+        "pods",
+        "Pod",
+        true,
+        &["po"],
+        true,
+        false,
+        false,
+        K::Pod,
+    );
+    pods.categories = vec!["all".to_string()];
+    pods.extra_field_selectors = vec![
+        "spec.nodeName".to_string(),
+        "spec.serviceAccountName".to_string(),
+        "status.phase".to_string(),
+        "status.podIP".to_string(),
+    ];
+
     let mut pdbs = builtin(
         "policy",
         "v1",
@@ -474,6 +498,7 @@ pub fn builtin_types() -> Vec<ResourceType> {
             K::ConfigMap,
         ),
         secrets,
+        pods,
         services,
         core_events,
         events_v1,

@@ -579,8 +579,8 @@ mod pb {
     }
 }
 
-/// Resolves `spec.boundObjectRef`: a Secret of the namespace (the only kind this server can
-/// hold; Pods and Nodes are never found here), checked against the reference's uid.
+/// Resolves `spec.boundObjectRef`: a Secret of the namespace (Pods and Nodes are never found
+/// here), checked against the reference's uid.
 fn bound_secret(
     store: &Store,
     namespace: &str,
@@ -614,7 +614,12 @@ fn bound_secret(
         ApiError::new(404, "NotFound", format!("{plural} \"{name}\" not found"))
             .with_details(json!({"name": name, "kind": plural}))
     };
-    let Some(rt) = store.lookup("", "v1", plural) else {
+    // Pod-bound tokens (the kubelet's) are not modelled: their claims and their end with the
+    // Pod are not implemented, so a Pod reference is refused as if the Pod did not exist.
+    let Some(rt) = store
+        .lookup("", "v1", plural)
+        .filter(|_| plural == "secrets")
+    else {
         return Err(not_found());
     };
     let object = store
