@@ -165,7 +165,8 @@ enum Written {
     Done,
     /// 409: the Pod changed between our read and write; read again at once.
     Conflict,
-    Failed(ApiFailure),
+    /// The verb that failed, and why.
+    Failed(&'static str, ApiFailure),
 }
 
 impl PodLabeller {
@@ -192,11 +193,11 @@ impl PodLabeller {
                 match self.write(&write).await {
                     Written::Done => labels.done(&write),
                     Written::Conflict => labels.failed(&write),
-                    Written::Failed(f) => {
+                    Written::Failed(verb, f) => {
                         labels.failed(&write);
                         tracing::warn!(
                             pod = %self.target(&write),
-                            verb = "patch",
+                            verb,
                             code = f.label(),
                             error = %f,
                             "could not set the pod's role label; retrying"
@@ -257,11 +258,14 @@ impl PodLabeller {
                 self.metrics.api_request("pods", "get", "404");
                 return match write {
                     LabelWrite::Demote { .. } => Written::Done,
-                    LabelWrite::Own { .. } => Written::Failed(ApiFailure {
-                        code: Some(404),
-                        timed_out: false,
-                        message: format!("pod {pod} not found (is POD_NAME our pod's name?)"),
-                    }),
+                    LabelWrite::Own { .. } => Written::Failed(
+                        "get",
+                        ApiFailure {
+                            code: Some(404),
+                            timed_out: false,
+                            message: format!("pod {pod} not found (is POD_NAME our pod's name?)"),
+                        },
+                    ),
                 };
             }
             Ok(Ok(Some(p))) => p,
@@ -311,9 +315,9 @@ impl PodLabeller {
         }
     }
 
-    fn failed(&self, verb: &str, f: ApiFailure) -> Written {
+    fn failed(&self, verb: &'static str, f: ApiFailure) -> Written {
         self.metrics.api_request("pods", verb, &f.label());
-        Written::Failed(f)
+        Written::Failed(verb, f)
     }
 }
 

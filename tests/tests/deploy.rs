@@ -1,5 +1,7 @@
-//! `deploy/` as users get it: the kustomize output, checked against the binaries it runs, then
-//! applied to the API server with RBAC on and run as pods with the service account's token.
+//! `deploy/` as users get it: the output of the real `kubectl kustomize` and of `helm template`
+//! of the chart (`testkit::render`; the installs are [`INSTALLS`]), checked against the
+//! binaries it runs, then applied to the API server with RBAC on and run as pods with the
+//! service account's token.
 //!
 //! - The static checks read the rendered manifests: every arg and env var is one the binaries
 //!   accept (from their `--help`), ports, probes and the Service line up, the pod is
@@ -11,9 +13,10 @@
 //!   (`E2E_USE_KUBECONFIG=1`), where it installs into `newresource-system` and removes it again.
 //! - `kubectl_apply_k_installs_then_upgrades_to_production`: `kubectl apply -k` of the base,
 //!   then of the production overlay, with every kubectl whose kustomize reads ours; the stored
-//!   Deployment equals our rendering.
+//!   Deployment equals `kubectl kustomize`'s.
 //! - `every_granted_verb_is_needed` removes each verb of the Role and the ClusterRole in turn
-//!   and shows the request that needs it failing with 403, in the logs and the metrics of the
+//!   (and of the pod-label Role of `deploy/overlays/leader-label`; the chart renders the same
+//!   RBAC, `helm.rs` checks) and shows the request that needs it failing with 403, in the logs and the metrics of the
 //!   container that sent it, while both containers keep running and stay live: the RBAC is
 //!   minimal. In memory only: it needs a fresh cluster per verb.
 
@@ -33,7 +36,8 @@ use testkit::controller::{ActiveWindow, active_windows, check_no_overlap};
 use testkit::kubelet::{
     BinaryInfo, PodCredentials, PodTemplate, Probe, RunningPod, binary_of_image,
 };
-use testkit::{kubectl, kustomize, manifests, newresources, prom, tokens};
+use testkit::render::{has_kustomize_v4, helm_template, kustomize, to_yaml};
+use testkit::{kubectl, manifests, newresources, prom, tokens};
 
 const WAIT: Duration = Duration::from_secs(60);
 const DEPLOYMENT: &str = "newresource-controller";
@@ -42,18 +46,55 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The kustomize output of `deploy/<dir>`.
-fn render(dir: &str) -> anyhow::Result<Vec<Value>> {
-    kustomize::render(&repo().join(dir)).with_context(|| format!("rendering {dir}"))
+/// The Helm chart's installs: a name and the `--set` values.
+const CHARTS: [(&str, &[&str]); 3] = [
+    ("helm", &[]),
+    (PYTHON_CHART, &["controller.implementation=python"]),
+    (
+        "helm:production,leader-label",
+        &[
+            "podDisruptionBudget.enabled=true",
+            "topologySpread.enabled=true",
+            "leaderLabel.enabled=true",
+        ],
+    ),
+];
+
+/// What an install creates: `kubectl kustomize deploy/<dir>`, or for a chart (see [`CHARTS`])
+/// the namespace the README has users create, then `helm template`.
+fn render(install: &str) -> anyhow::Result<Vec<Value>> {
+    let Some((_, values)) = CHARTS.iter().find(|(name, _)| *name == install) else {
+        return kustomize(&repo().join(install)).with_context(|| format!("rendering {install}"));
+    };
+    let namespace: Value = serde_yaml::from_str(&std::fs::read_to_string(
+        repo().join("deploy/base/namespace.yaml"),
+    )?)?;
+    let mut args = Vec::new();
+    for v in *values {
+        args.extend(["--set", v]);
+    }
+    let chart = repo().join("deploy/helm/newresource-controller");
+    let mut objects = vec![namespace];
+    objects.extend(
+        helm_template(&chart, DEPLOYMENT, "newresource-system", &args)
+            .with_context(|| format!("rendering {install}"))?,
+    );
+    Ok(objects)
 }
 
 const PYTHON_OVERLAY: &str = "deploy/overlays/python-controller";
+const PYTHON_CHART: &str = "helm:python";
+const LEADER_LABEL_OVERLAY: &str = "deploy/overlays/leader-label";
 
-const INSTALLS: [&str; 4] = [
+const INSTALLS: [&str; 8] = [
     "deploy",
     "deploy/overlays/dev",
     "deploy/overlays/production",
     PYTHON_OVERLAY,
+    LEADER_LABEL_OVERLAY,
+    CHARTS[0].0,
+    CHARTS[1].0,
+    CHARTS[2].0,
 ];
 
 fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> anyhow::Result<&'a Value> {
@@ -480,7 +521,7 @@ fn rbac_binds_the_pods_service_account_to_its_lease() -> anyhow::Result<()> {
 /// Creates every object; on a real cluster the CRD may exist already.
 async fn install(client: &kube::Client, objects: &[Value]) -> anyhow::Result<()> {
     for o in objects {
-        let yaml = kustomize::to_yaml(std::slice::from_ref(o))?;
+        let yaml = to_yaml(std::slice::from_ref(o))?;
         if let Err(e) = manifests::create_all(client, &yaml).await {
             let exists = matches!(e.downcast_ref::<kube::Error>(), Some(kube::Error::Api(s)) if s.code == 409);
             ensure!(
@@ -563,14 +604,30 @@ async fn the_deployment_runs_with_its_service_account() -> anyhow::Result<()> {
 /// image, and the Python controller needs no more RBAC.
 #[tokio::test]
 async fn the_python_controller_overlay_runs_with_the_same_service_account() -> anyhow::Result<()> {
-    let objects = render(PYTHON_OVERLAY)?;
+    python_runs_with_the_same_service_account(PYTHON_OVERLAY).await
+}
+
+/// The Helm chart's default install, run the same way: `helm template` applied with RBAC on.
+#[tokio::test]
+async fn the_chart_runs_with_its_service_account() -> anyhow::Result<()> {
+    runs_with_its_service_account(CHARTS[0].0).await
+}
+
+#[tokio::test]
+async fn the_chart_with_the_python_controller_runs_with_the_same_service_account()
+-> anyhow::Result<()> {
+    python_runs_with_the_same_service_account(PYTHON_CHART).await
+}
+
+async fn python_runs_with_the_same_service_account(install: &str) -> anyhow::Result<()> {
+    let objects = render(install)?;
     let template = PodTemplate::of_deployment(&objects, DEPLOYMENT)?;
     let image = template.container("controller")?["image"].as_str();
     ensure!(
         image == Some("newresource-controller-python:0.1.0"),
-        "the overlay runs {image:?}"
+        "{install} runs {image:?}"
     );
-    runs_with_its_service_account(PYTHON_OVERLAY).await
+    runs_with_its_service_account(install).await
 }
 
 /// Installs `dir` and runs its Deployment (see [`run_deployment`]).
@@ -715,6 +772,8 @@ async fn uninstall(client: &kube::Client, objects: &[Value]) {
 #[derive(Clone, Debug)]
 struct Removal {
     kind: &'static str,
+    /// The Role or ClusterRole.
+    name: String,
     rule: usize,
     verb: String,
     /// `leases`, `events`, `newresources`, `newresources/status`.
@@ -734,7 +793,7 @@ impl Removal {
     fn apply_to(&self, objects: &[Value]) -> Vec<Value> {
         let mut out = objects.to_vec();
         for o in &mut out {
-            if o["kind"] != self.kind {
+            if o["kind"] != self.kind || o["metadata"]["name"] != self.name.as_str() {
                 continue;
             }
             let Some(rules) = o["rules"].as_array_mut() else {
@@ -754,24 +813,28 @@ impl Removal {
 fn removals(objects: &[Value]) -> anyhow::Result<Vec<Removal>> {
     let mut out = Vec::new();
     for kind in ["Role", "ClusterRole"] {
-        let role = objects
-            .iter()
-            .find(|o| o["kind"] == kind)
-            .with_context(|| format!("no {kind}"))?;
-        for (i, rule) in role["rules"]
-            .as_array()
-            .context("no rules")?
-            .iter()
-            .enumerate()
-        {
-            for resource in strings(&rule["resources"]) {
-                for verb in strings(&rule["verbs"]) {
-                    out.push(Removal {
-                        kind,
-                        rule: i,
-                        verb: verb.to_owned(),
-                        resource: resource.to_owned(),
-                    });
+        let roles: Vec<&Value> = objects.iter().filter(|o| o["kind"] == kind).collect();
+        ensure!(!roles.is_empty(), "no {kind}");
+        for role in roles {
+            for (i, rule) in role["rules"]
+                .as_array()
+                .context("no rules")?
+                .iter()
+                .enumerate()
+            {
+                for resource in strings(&rule["resources"]) {
+                    for verb in strings(&rule["verbs"]) {
+                        out.push(Removal {
+                            kind,
+                            name: role["metadata"]["name"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                            rule: i,
+                            verb: verb.to_owned(),
+                            resource: resource.to_owned(),
+                        });
+                    }
                 }
             }
         }
@@ -817,7 +880,20 @@ async fn run_without(objects: &[Value], removal: Removal) -> anyhow::Result<Refu
     newresources::create(&api, &newresources::names("object", 0..1)).await?;
 
     let template = PodTemplate::of_deployment(objects, DEPLOYMENT)?;
-    let mut pod = start_pod(&admin, &admin_kubeconfig, &dir, &template, &pod_names(1)[0]).await?;
+    let name = &pod_names(1)[0];
+    // The Pod's object, as the ReplicaSet controller would create it (`--pod-role-label`
+    // reads and patches it).
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(admin.clone(), &template.namespace);
+    let pod_template = &find(objects, "Deployment", DEPLOYMENT)?["spec"]["template"];
+    let pod_object = json!({
+        "metadata": {"name": name, "labels": pod_template["metadata"]["labels"]},
+        "spec": pod_template["spec"],
+    });
+    pods.create(&PostParams::default(), &serde_json::from_value(pod_object)?)
+        .await
+        .context(what.clone())?;
+    let mut pod = start_pod(&admin, &admin_kubeconfig, &dir, &template, name).await?;
     let container = removal.container();
     let needle = format!(
         "cannot {} resource \\\"{}\\\"",
@@ -895,7 +971,17 @@ async fn every_granted_verb_is_needed() -> anyhow::Result<()> {
     let objects = render("deploy")?;
     let all = removals(&objects)?;
     ensure!(all.len() >= 8, "{} verbs granted", all.len());
-    let runs = all.into_iter().map(|r| run_without(&objects, r));
+    // With the pod role label on, the verbs it adds (the others are the base's, tested above).
+    let labelled = render(LEADER_LABEL_OVERLAY)?;
+    let label_verbs: Vec<Removal> = removals(&labelled)?
+        .into_iter()
+        .filter(|r| r.resource == "pods")
+        .collect();
+    ensure!(label_verbs.len() == 2, "pod verbs: {label_verbs:?}");
+    let runs = all
+        .into_iter()
+        .map(|r| run_without(&objects, r))
+        .chain(label_verbs.into_iter().map(|r| run_without(&labelled, r)));
     let results = futures::future::join_all(runs).await;
     let mut failures = Vec::new();
     for r in results {
@@ -915,14 +1001,6 @@ async fn every_granted_verb_is_needed() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether this kubectl's built-in kustomize handles our kustomizations (Debian's 1.20,
-/// kustomize v2, does not).
-async fn renders_kustomize(kubectl: &kubectl::Kubectl) -> bool {
-    let deploy = repo().join("deploy");
-    let deploy = deploy.to_string_lossy();
-    matches!(kubectl.run(&["kustomize", &deploy]).await, Ok(out) if out.status.success())
-}
-
 #[tokio::test]
 async fn kubectl_apply_k_installs_then_upgrades_to_production() -> anyhow::Result<()> {
     if use_real_cluster() {
@@ -931,16 +1009,17 @@ async fn kubectl_apply_k_installs_then_upgrades_to_production() -> anyhow::Resul
     }
     let mut ran = 0;
     for bin in kubectl::binaries() {
+        // Debian's 1.20 bundles kustomize v2, which cannot read ours.
+        if !has_kustomize_v4(&bin) {
+            eprintln!("{}: no kustomize v4+, skipped", bin.display());
+            continue;
+        }
         // kubectl sends no token over plain HTTP, so this server runs without RBAC.
         let server = ApiServer::start(Config::default()).await?;
         let dir = TempDir::new("deploy-kubectl")?;
         let kubeconfig = dir.path().join("kubeconfig");
         server.write_kubeconfig(&kubeconfig, server.admin_token())?;
         let kubectl = kubectl::Kubectl::new(&bin, &kubeconfig);
-        if !renders_kustomize(&kubectl).await {
-            eprintln!("{}: no kustomize v4+, skipped", bin.display());
-            continue;
-        }
         let base = repo().join("deploy").to_string_lossy().into_owned();
         let out = kubectl.run(&["apply", "-k", &base]).await?;
         ensure!(
@@ -971,7 +1050,7 @@ async fn kubectl_apply_k_installs_then_upgrades_to_production() -> anyhow::Resul
         ] {
             ensure!(stdout.contains(line), "no {line:?} in:\n{stdout}");
         }
-        // The server now holds what our renderer says production is.
+        // The server now holds what `kubectl kustomize` says production is.
         let rendered = render("deploy/overlays/production")?;
         let want = &find(&rendered, "Deployment", DEPLOYMENT)?["spec"]["template"]["spec"];
         let deployments: Api<kube::api::DynamicObject> = Api::namespaced_with(

@@ -16,13 +16,13 @@ use serde_json::{Map, Value};
 const SET_ELEMENT_ORDER: &str = "$setElementOrder/";
 const DELETE_FROM_PRIMITIVE_LIST: &str = "$deleteFromPrimitiveList/";
 
-/// Schema context: the definitions to resolve `$ref`s in (also used by `crate::kustomize`).
-pub(crate) struct Schemas<'a> {
-    pub(crate) definitions: &'a BTreeMap<String, Value>,
+/// Schema context: the definitions to resolve `$ref`s in.
+struct Schemas<'a> {
+    definitions: &'a BTreeMap<String, Value>,
 }
 
 impl<'a> Schemas<'a> {
-    pub(crate) fn resolve(&self, schema: Option<&'a Value>) -> Option<&'a Value> {
+    fn resolve(&self, schema: Option<&'a Value>) -> Option<&'a Value> {
         let schema = schema?;
         match schema.get("$ref").and_then(Value::as_str) {
             Some(r) => self.definitions.get(r.trim_start_matches("#/definitions/")),
@@ -31,17 +31,12 @@ impl<'a> Schemas<'a> {
     }
 
     /// The (unresolved) schema of property `key` of an object schema.
-    pub(crate) fn property(&self, schema: Option<&'a Value>, key: &str) -> Option<&'a Value> {
+    fn property(&self, schema: Option<&'a Value>, key: &str) -> Option<&'a Value> {
         let schema = self.resolve(schema)?;
         schema
             .get("properties")
             .and_then(|p| p.get(key))
             .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()))
-    }
-
-    /// The (unresolved) item schema of a list property.
-    pub(crate) fn items(&self, property: Option<&'a Value>) -> Option<&'a Value> {
-        self.resolve(property)?.get("items")
     }
 }
 
@@ -82,7 +77,7 @@ fn strip_directives(value: &Value) -> Value {
     }
 }
 
-pub(crate) fn patch_strategy(property: Option<&Value>) -> (bool, Option<String>) {
+fn patch_strategy(property: Option<&Value>) -> (bool, Option<String>) {
     let Some(p) = property else {
         return (false, None);
     };
