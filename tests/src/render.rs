@@ -75,9 +75,37 @@ pub fn helm_template(
 pub fn helm(args: &[&str]) -> anyhow::Result<Output> {
     let mut cmd = helm_command();
     cmd.args(args);
-    cmd.output().with_context(|| {
+    output_within(&mut cmd, TOOL_TIMEOUT).with_context(|| {
         format!("cannot run {cmd:?}; set HELM or put helm on PATH (.ci/run installs one)")
     })
+}
+
+/// Longest a tool may run: a helm or kubectl waiting on a server that does not answer must
+/// fail the test, not hang the suite.
+const TOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `cmd.output()`, killing the tool if it runs longer than `timeout`.
+fn output_within(cmd: &mut Command, timeout: std::time::Duration) -> anyhow::Result<Output> {
+    use std::process::Stdio;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => Ok(out?),
+        Err(_) => {
+            // SAFETY: plain FFI. `pid` is our child; its waiter has not reported, so it has not
+            // been reaped and the pid is still its own.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            anyhow::bail!("{cmd:?} ran longer than {timeout:?}; killed")
+        }
+    }
 }
 
 fn helm_command() -> Command {
@@ -86,9 +114,8 @@ fn helm_command() -> Command {
 
 /// Runs `cmd`: its stdout, or an error carrying its stderr.
 fn run(mut cmd: Command) -> anyhow::Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
+    let out =
+        output_within(&mut cmd, TOOL_TIMEOUT).with_context(|| format!("cannot run {cmd:?}"))?;
     ensure!(
         out.status.success(),
         "{cmd:?} failed ({}):\n{}",

@@ -5,7 +5,7 @@
 //! Across a `kill -9` of the leader's pod (its object stays, labelled `leader`, as when its
 //! node dies) and a rolling update of every pod, once the system is steady exactly one Pod
 //! carries `<key>=leader`, and it is the pod whose controller is active; every other live pod
-//! says `standby`. Safety (no overlapping active windows) and liveness (new NewResources get
+//! says `standby`, and a leader stopped by the rollout says `standby` before its sidecar exits. Safety (no overlapping active windows) and liveness (new NewResources get
 //! ready after each fault) are judged as in every fault test. In memory only: the pods'
 //! objects would be scheduled by a real cluster.
 
@@ -259,16 +259,28 @@ async fn exactly_one_pod_is_labelled_leader_across_kill_9_and_a_rolling_update()
 
     // A rolling update: a new pod first, then the oldest one stopped and deleted.
     let old: Vec<String> = rig.replicas.iter().map(|r| r.name.clone()).collect();
+    // A stopped leader says `standby` before its sidecar exits.
+    let mut stopped_leaders = 0;
     for (i, name) in old.iter().enumerate() {
         rig.add_pod(&pod_name("b", i)).await?;
+        let leading = rig.wait_steady(&format!("before replacing {name}")).await? == *name;
         let replica = rig.replica(name)?;
         if let Some(mut running) = replica.running.take() {
             running.terminate().await?;
             replica.windows = active_windows(&running.container("controller")?.process.logs())?;
         }
+        if leading {
+            stopped_leaders += 1;
+            let label = rig.labels().await?.remove(name).flatten();
+            ensure!(
+                label.as_deref() == Some("standby"),
+                "{name} stopped leading but says {label:?}"
+            );
+        }
         rig.pods.delete(name, &DeleteParams::default()).await?;
         rig.wait_steady(&format!("after replacing {name}")).await?;
     }
+    ensure!(stopped_leaders >= 1, "the rollout never stopped a leader");
     let last = rig.wait_steady("after the rollout").await?;
     ensure!(last.contains("-b-"), "{last} is not a new pod");
     reconciled(&rig, "rolled").await?;
