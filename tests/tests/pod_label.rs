@@ -255,6 +255,32 @@ async fn exactly_one_pod_is_labelled_leader_across_kill_9_and_a_rolling_update()
         rig.labels().await?.get(&first) == Some(&Some("standby".into())),
         "the killed leader's pod was not relabelled"
     );
+    // How long two pods said `leader`: from the new leader's acquisition to its relabelling of
+    // the killed one (printed, not judged: timings are the benchmark's business).
+    let logs = rig
+        .replica(&second)?
+        .running
+        .as_ref()
+        .context("not running")?
+        .container("sidecar")?
+        .process
+        .logs();
+    let at = |pred: &dyn Fn(&Value) -> bool| {
+        logs.iter()
+            .filter(|l| pred(l))
+            .filter_map(testkit::process::timestamp)
+            .next_back()
+    };
+    let acquired = at(&|l| testkit::process::message(l).starts_with("successfully acquired lease"));
+    let relabelled = at(&|l| {
+        testkit::process::message(l) == "labelled pod" && l["fields"]["pod"] == first.as_str()
+    });
+    if let (Some(a), Some(r)) = (acquired, relabelled) {
+        eprintln!(
+            "two pods said leader for {:?} after the failover",
+            r.duration_since(a)
+        );
+    }
     reconciled(&rig, "killed").await?;
 
     // A rolling update: a new pod first, then the oldest one stopped and deleted.
