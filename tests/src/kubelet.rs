@@ -145,6 +145,8 @@ pub struct PodTemplate {
     pub termination_grace: Duration,
     /// The `spec.template.spec.containers` entries.
     pub containers: Vec<Value>,
+    /// The whole `spec.template` (metadata and spec), for the Pod objects.
+    template: Value,
 }
 
 impl PodTemplate {
@@ -174,7 +176,30 @@ impl PodTemplate {
                 spec["terminationGracePeriodSeconds"].as_u64().unwrap_or(30),
             ),
             containers,
+            template: deployment["spec"]["template"].clone(),
         })
+    }
+
+    /// Creates Pod `name` of this template in the API server, as the ReplicaSet controller
+    /// does (nothing schedules it: [`RunningPod::start`] runs its containers).
+    pub async fn create_pod_object(&self, client: &kube::Client, name: &str) -> anyhow::Result<()> {
+        let object = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": self.template["metadata"]["labels"],
+                "annotations": self.template["metadata"]["annotations"],
+            },
+            "spec": self.template["spec"],
+        });
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(client.clone(), &self.namespace);
+        pods.create(&Default::default(), &serde_json::from_value(object)?)
+            .await
+            .with_context(|| format!("creating Pod {name}"))?;
+        Ok(())
     }
 
     /// One container's spec.

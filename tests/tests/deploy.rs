@@ -881,16 +881,9 @@ async fn run_without(objects: &[Value], removal: Removal) -> anyhow::Result<Refu
 
     let template = PodTemplate::of_deployment(objects, DEPLOYMENT)?;
     let name = &pod_names(1)[0];
-    // The Pod's object, as the ReplicaSet controller would create it (`--pod-role-label`
-    // reads and patches it).
-    let pods: Api<k8s_openapi::api::core::v1::Pod> =
-        Api::namespaced(admin.clone(), &template.namespace);
-    let pod_template = &find(objects, "Deployment", DEPLOYMENT)?["spec"]["template"];
-    let pod_object = json!({
-        "metadata": {"name": name, "labels": pod_template["metadata"]["labels"]},
-        "spec": pod_template["spec"],
-    });
-    pods.create(&PostParams::default(), &serde_json::from_value(pod_object)?)
+    // `--pod-role-label` reads and patches the Pod's object.
+    template
+        .create_pod_object(&admin, name)
         .await
         .context(what.clone())?;
     let mut pod = start_pod(&admin, &admin_kubeconfig, &dir, &template, name).await?;

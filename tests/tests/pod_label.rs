@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams};
 use newresource_controller::crd::NewResource;
-use serde_json::{Value, json};
+use serde_json::Value;
 use testkit::apiserver::Config;
 use testkit::cluster::{TempDir, TestCluster, use_real_cluster};
 use testkit::controller::{ActiveWindow, active_windows, check_no_overlap};
@@ -37,7 +37,6 @@ struct Replica {
 
 struct Rig {
     cluster: TestCluster,
-    deployment: Value,
     template: PodTemplate,
     pods: Api<Pod>,
     key: String,
@@ -63,11 +62,6 @@ impl Rig {
                 .await
                 .with_context(|| format!("creating {}", o["metadata"]["name"]))?;
         }
-        let deployment = objects
-            .iter()
-            .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == DEPLOYMENT)
-            .context("no Deployment")?
-            .clone();
         let template = PodTemplate::of_deployment(&objects, DEPLOYMENT)?;
         let key = template.container("sidecar")?["args"]
             .as_array()
@@ -80,7 +74,6 @@ impl Rig {
         let pods = Api::namespaced(admin, &template.namespace);
         Ok(Rig {
             cluster,
-            deployment,
             template,
             pods,
             key,
@@ -92,20 +85,8 @@ impl Rig {
     /// Creates a Pod object from the Deployment's template, as the ReplicaSet controller
     /// does, then runs its containers, as the kubelet does.
     async fn add_pod(&mut self, name: &str) -> anyhow::Result<()> {
-        let spec = &self.deployment["spec"]["template"];
-        let object: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": name,
-                "namespace": self.template.namespace,
-                "labels": spec["metadata"]["labels"],
-                "annotations": spec["metadata"]["annotations"],
-            },
-            "spec": spec["spec"],
-        }))?;
-        self.pods.create(&PostParams::default(), &object).await?;
         let admin = self.cluster.client();
+        self.template.create_pod_object(&admin, name).await?;
         let token = tokens::request_token(
             &admin,
             &self.template.namespace,
