@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::elector::{Local, Tenure};
+use crate::elector::{Elector, LeaseRecord, Local, Tenure};
 
 /// Non-grant facts about the Lease, published by the elector driver.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -194,6 +194,27 @@ impl Leadership {
         if changed || revived {
             self.view.send_modify(|v| v.epoch += 1);
         }
+    }
+
+    /// Publishes what the elector knows after a step: its tenure to the grant book
+    /// ([`Self::set_tenure`]) and the Lease facts to watchers ([`Self::set_view`]). The one
+    /// place that maps the elector's state to what `/leader` says, for the runner and the
+    /// simulator alike.
+    pub fn publish(&self, elector: &Elector, now: Instant) {
+        self.set_tenure(elector.tenure(now), now);
+        let observed = elector.observed().map(LeaseRecord::of);
+        let has_observed = elector.has_observed();
+        self.set_view(|v| {
+            v.observed = has_observed;
+            v.holder = observed
+                .as_ref()
+                .and_then(|r| r.holder().map(str::to_owned));
+            v.observed_term = observed.as_ref().and_then(|r| r.lease_transitions);
+            v.renewed_at = observed
+                .as_ref()
+                .and_then(|r| r.renew_time)
+                .map(|t| t.to_string());
+        });
     }
 
     /// Publishes the Lease facts. Watchers are woken when the holder, the term or readiness

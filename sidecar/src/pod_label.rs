@@ -170,8 +170,8 @@ enum Written {
 }
 
 impl PodLabeller {
-    /// Runs until `stop` is set, then makes one last attempt to show `standby` (bounded by the
-    /// API timeout) and returns.
+    /// Runs until `stop` is set, then makes one last attempt to show `standby` (one read and
+    /// one write, each bounded by the API timeout) and returns.
     pub async fn run(self, leadership: Arc<Leadership>, mut stop: watch::Receiver<bool>) {
         let mut labels = PodLabels::new(&self.own_pod);
         let mut view = leadership.subscribe();

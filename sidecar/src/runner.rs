@@ -13,7 +13,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::elector::{Change, Elector, LeaseRecord, Step, WriteKind};
+use crate::elector::{Change, Elector, Step, WriteKind};
 use crate::leadership::Leadership;
 use crate::lease_api::{ApiFailure, LeaseApi, ReadOutcome, Watched, WriteOutcome, watch_lease};
 use crate::metrics::Metrics;
@@ -274,21 +274,7 @@ impl Runner {
     /// Publishes the elector's state: tenure to the grant book, Lease facts to watchers,
     /// changes to logs, metrics and Events.
     fn publish(&mut self, now: Instant) {
-        let tenure = self.elector.tenure(now);
-        self.leadership.set_tenure(tenure, now);
-        let observed = self.elector.observed().map(LeaseRecord::of);
-        let has_observed = self.elector.has_observed();
-        self.leadership.set_view(|v| {
-            v.observed = has_observed;
-            v.holder = observed
-                .as_ref()
-                .and_then(|r| r.holder().map(str::to_owned));
-            v.observed_term = observed.as_ref().and_then(|r| r.lease_transitions);
-            v.renewed_at = observed
-                .as_ref()
-                .and_then(|r| r.renew_time)
-                .map(|t| t.to_string());
-        });
+        self.leadership.publish(&self.elector, now);
         for change in self.elector.take_changes() {
             match change {
                 Change::Acquired { term } => {

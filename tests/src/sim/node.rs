@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use leader_sidecar::contract::LeaderStatus;
-use leader_sidecar::elector::{Change, Elector, LeaseRecord, Step, Write, WriteKind};
+use leader_sidecar::elector::{Change, Elector, Step, Write, WriteKind};
 use leader_sidecar::http::status_json;
 use leader_sidecar::leadership::{Leadership, LeaseView};
 use newresource_controller::gate::{GateState, Ticket};
@@ -326,16 +326,7 @@ impl World {
     /// `Runner::publish`: tenure to the grant book, Lease facts to the streams, changes.
     fn publish(&mut self, i: usize, now: Instant) {
         let sc = &mut self.sidecars[i];
-        sc.leadership.set_tenure(sc.elector.tenure(now), now);
-        let observed = sc.elector.observed().map(LeaseRecord::of);
-        let has_observed = sc.elector.has_observed();
-        sc.leadership.set_view(|v| {
-            v.observed = has_observed;
-            v.holder = observed
-                .as_ref()
-                .and_then(|r| r.holder().map(str::to_owned));
-            v.observed_term = observed.as_ref().and_then(|r| r.lease_transitions);
-        });
+        sc.leadership.publish(&sc.elector, now);
         let mut restart_watch = false;
         for change in sc.elector.take_changes() {
             match change {

@@ -254,26 +254,11 @@ impl World {
                 w.sidecars[i].wall_offset as f64 / 1e9,
                 w.controllers[i].clock.ppm
             );
-            let start = w.rng.random_range(0..100 * MS);
-            w.at(
-                start,
-                Target::World,
-                None,
-                Ev::FaultEnd {
-                    kind: FaultKind::KillSidecar,
-                    node: i,
-                },
-            );
-            let start = w.rng.random_range(0..100 * MS);
-            w.at(
-                start,
-                Target::World,
-                None,
-                Ev::FaultEnd {
-                    kind: FaultKind::KillController,
-                    node: i,
-                },
-            );
+            // Each process starts as a killed one restarts, within the first 100 ms.
+            for kind in [FaultKind::KillSidecar, FaultKind::KillController] {
+                let start = w.rng.random_range(0..100 * MS);
+                w.at(start, Target::World, None, Ev::FaultEnd { kind, node: i });
+            }
         }
         for f in plan.faults {
             w.at(f.start, Target::World, None, Ev::FaultStart(f));
