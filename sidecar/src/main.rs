@@ -210,6 +210,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             own_pod: label.pod.clone(),
             timeout: settings.api_timeout,
             retry_period: timings.retry_period,
+            resync: timings.lease_duration,
             metrics: metrics.clone(),
         };
         tokio::spawn(labeller.run(leadership.clone(), labeller_stopped))

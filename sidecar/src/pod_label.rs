@@ -11,7 +11,9 @@
 //! - **`leader` is written only after the sidecar has acquired** (it grants), and **`standby`
 //!   as soon as it stops granting**: on a revocation (yield, consumer gone, SIGTERM), when a
 //!   step-down publishes a new tenure, or when the tenure's own deadline passes, whichever comes
-//!   first. Both writes are best effort: a failed write is retried every retry period.
+//!   first. Both writes are best effort: a failed write is retried every retry period, and
+//!   an idle sidecar reads its Pod again every lease duration, so a label somebody else
+//!   changed or removed is put back.
 //! - **A deposed leader that cannot reach the API server cannot remove its own label.** So a
 //!   new leader, right after acquiring and before labelling itself, relabels its predecessor's
 //!   Pod (the holder it last saw in the Lease, when that names a Pod of the namespace carrying
@@ -145,8 +147,13 @@ impl PodLabels {
     /// A write failed or was refused: what our Pod shows is unknown again.
     pub fn failed(&mut self, write: &LabelWrite) {
         if matches!(write, LabelWrite::Own { .. }) {
-            self.shown = None;
+            self.forget();
         }
+    }
+
+    /// What our Pod shows is unknown (time to read it again: somebody may have changed it).
+    pub fn forget(&mut self) {
+        self.shown = None;
     }
 }
 
@@ -157,6 +164,9 @@ pub struct PodLabeller {
     pub own_pod: String,
     pub timeout: Duration,
     pub retry_period: Duration,
+    /// How often an idle labeller reads its Pod again, so that a label somebody else changed
+    /// or removed is put back (the lease duration).
+    pub resync: Duration,
     pub metrics: Metrics,
 }
 
@@ -175,7 +185,11 @@ impl PodLabeller {
     pub async fn run(self, leadership: Arc<Leadership>, mut stop: watch::Receiver<bool>) {
         let mut labels = PodLabels::new(&self.own_pod);
         let mut view = leadership.subscribe();
+        let mut resync_at = Instant::now() + self.resync;
         loop {
+            if Instant::now() >= resync_at {
+                labels.forget();
+            }
             let now = Instant::now();
             labels.saw_holder(view.borrow_and_update().holder.as_deref());
             let stopping = *stop.borrow();
@@ -190,6 +204,9 @@ impl PodLabeller {
             }
             let mut retry_at = None;
             if let Some(write) = next {
+                if matches!(write, LabelWrite::Own { .. }) {
+                    resync_at = Instant::now() + self.resync;
+                }
                 match self.write(&write).await {
                     Written::Done => labels.done(&write),
                     Written::Conflict => labels.failed(&write),
@@ -213,20 +230,13 @@ impl PodLabeller {
                 }
             }
             // Wake on a change of tenure or holder, on the tenure's end (we stop granting by
-            // the clock alone), on a retry, or on shutdown.
-            let ends = leadership.grant_ends(Instant::now());
-            let wake = match (ends, retry_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let sleep = async {
-                match wake {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
+            // the clock alone), on a retry, for the resync, or on shutdown.
+            let wake = [leadership.grant_ends(Instant::now()), retry_at]
+                .into_iter()
+                .flatten()
+                .fold(resync_at, Instant::min);
             tokio::select! {
-                _ = sleep => {}
+                _ = tokio::time::sleep_until(wake) => {}
                 changed = view.changed() => {
                     if changed.is_err() {
                         return;
@@ -420,6 +430,17 @@ mod tests {
         labels.saw_holder(None);
         labels.set_role(Role::Leader);
         assert_eq!(labels.next(), own(Role::Leader));
+    }
+
+    #[test]
+    fn a_resync_reads_our_pod_again() {
+        let mut labels = PodLabels::new("pod-a");
+        labels.done(&LabelWrite::Own {
+            role: Role::Standby,
+        });
+        assert_eq!(labels.next(), None);
+        labels.forget();
+        assert_eq!(labels.next(), own(Role::Standby));
     }
 
     #[test]

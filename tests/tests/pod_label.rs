@@ -2,12 +2,13 @@
 //! `deploy.rs` runs the Deployment: rendered by kustomize, installed with RBAC on, each pod an
 //! object of the API server plus its containers as processes with the service account's token.
 //!
-//! Across a `kill -9` of the leader's pod (its object stays, labelled `leader`, as when its
-//! node dies) and a rolling update of every pod, once the system is steady exactly one Pod
-//! carries `<key>=leader`, and it is the pod whose controller is active; every other live pod
-//! says `standby`, and a leader stopped by the rollout says `standby` before its sidecar exits. Safety (no overlapping active windows) and liveness (new NewResources get
-//! ready after each fault) are judged as in every fault test. In memory only: the pods'
-//! objects would be scheduled by a real cluster.
+//! After somebody removes the leader's label, across a `kill -9` of the leader's pod (its
+//! object stays, labelled `leader`, as when its node dies) and through a rolling update of
+//! every pod, once the system is steady exactly one Pod carries `<key>=leader`, and it is the
+//! pod whose controller is active; every other live pod says `standby`, and a leader stopped
+//! by the rollout says `standby` before its sidecar exits. Safety (no overlapping active
+//! windows) and liveness (new NewResources get ready after each fault) are judged as in every
+//! fault test. In memory only: the pods' objects would be scheduled by a real cluster.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -211,6 +212,21 @@ async fn exactly_one_pod_is_labelled_leader_across_kill_9_and_a_rolling_update()
     }
     let first = rig.wait_steady("start").await?;
     reconciled(&rig, "start").await?;
+
+    // Somebody removes the leader's label: its sidecar puts it back at its next resync.
+    let removed = serde_json::json!({"metadata": {"labels": {rig.key.as_str(): null}}});
+    rig.pods
+        .patch(
+            &first,
+            &Default::default(),
+            &kube::api::Patch::Merge(&removed),
+        )
+        .await?;
+    ensure!(
+        rig.labels().await?.get(&first) == Some(&None),
+        "not removed"
+    );
+    ensure!(rig.wait_steady("after the label was removed").await? == first);
 
     // kill -9 of both containers of the leader's pod: its object stays, labelled `leader`,
     // and its sidecar can never correct it. The next leader relabels it.
