@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -19,6 +19,8 @@ use crate::metrics::{Metrics, Outcome, api_error_code};
 /// is gone: success) and a 409 (a conflict, retried; `controller_reconcile_errors_total`
 /// counts it as `conflict`) are expected answers and not counted there.
 const STATUS_RESOURCE: &str = "newresources/status";
+/// The `resource` label of the re-read after a 409 (see [`after_conflict`]).
+const MAIN_RESOURCE: &str = "newresources";
 
 /// Why a reconcile failed; each is retried with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +163,7 @@ async fn apply_status(obj: &NewResource, ctx: &Context) -> Result<Written, Error
         }
         Some(Err(kube::Error::Api(status))) => match status.code {
             404 => Ok(Written::Gone),
-            409 => Err(Error::Conflict(status.message)),
+            409 => after_conflict(&api, obj, &name, status.message, ctx).await,
             code => {
                 ctx.metrics
                     .api_error(STATUS_RESOURCE, "update", &code.to_string());
@@ -175,6 +177,43 @@ async fn apply_status(obj: &NewResource, ctx: &Context) -> Result<Written, Error
             ctx.metrics
                 .api_error(STATUS_RESOURCE, "update", &api_error_code(&e));
             Err(Error::Request(e.to_string()))
+        }
+    }
+}
+
+/// A 409 on the status write means one of two things. The object changed since we read it (a
+/// real conflict, retried). Or it is gone: the body carries the object's UID, which the API
+/// server checks as a precondition *before* it looks for the object, so a write to a deleted
+/// object, or to a new object that took its name, is a 409, not a 404. One re-read tells them
+/// apart: no object, or one with another UID, means ours is gone and there is nothing left to
+/// do (a new object under the name gets its own reconcile from the watch).
+///
+/// The re-read is a list by name rather than a get, so the controller needs no verb beyond the
+/// `list` it already has. If it fails, the conflict stands and is retried with backoff.
+async fn after_conflict(
+    api: &Api<NewResource>,
+    obj: &NewResource,
+    name: &str,
+    message: String,
+    ctx: &Context,
+) -> Result<Written, Error> {
+    let params = ListParams::default().fields(&format!("metadata.name={name}"));
+    match api.list(&params).await {
+        Ok(list) => {
+            let ours = list
+                .items
+                .iter()
+                .any(|current| current.metadata.uid == obj.metadata.uid);
+            if ours {
+                Err(Error::Conflict(message))
+            } else {
+                Ok(Written::Gone)
+            }
+        }
+        Err(e) => {
+            ctx.metrics
+                .api_error(MAIN_RESOURCE, "list", &api_error_code(&e));
+            Err(Error::Conflict(message))
         }
     }
 }

@@ -23,11 +23,12 @@ use testkit::fixtures::lease;
 use testkit::fixtures::{newresource_api_resource, newresource_crd};
 use testkit::outcome::{code_of, status_of};
 
-fn rv(meta: &ObjectMeta) -> u64 {
-    meta.resource_version
-        .as_deref()
-        .and_then(|v| v.parse().ok())
-        .expect("numeric resourceVersion")
+/// An object's resourceVersion. It is opaque (an etcd revision on a real server): tests compare
+/// resourceVersions for equality only, never order them or do arithmetic on them.
+fn rv(meta: &ObjectMeta) -> &str {
+    let rv = meta.resource_version.as_deref().unwrap_or_default();
+    assert!(!rv.is_empty(), "the server sets a resourceVersion");
+    rv
 }
 
 async fn install_crd(cluster: &TestCluster) -> anyhow::Result<Api<DynamicObject>> {
@@ -57,8 +58,11 @@ fn newresource(name: &str, spec_foo: &str) -> DynamicObject {
     obj
 }
 
+/// Every write gets a resourceVersion no other write has, across types; a list carries one that
+/// a watch resumes from, seeing only what changed after it. Order is not compared: the API
+/// conventions make resourceVersions opaque.
 #[tokio::test]
-async fn resource_versions_are_global_and_increasing() -> anyhow::Result<()> {
+async fn resource_versions_are_unique_and_a_list_version_resumes_a_watch() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
     let cms: Api<ConfigMap> = Api::namespaced(cluster.client(), cluster.namespace());
@@ -80,9 +84,33 @@ async fn resource_versions_are_global_and_increasing() -> anyhow::Result<()> {
     let b = leases
         .create(&PostParams::default(), &lease("b", "x"))
         .await?;
-    assert!(rv(&a.metadata) < rv(&cm.metadata) && rv(&cm.metadata) < rv(&b.metadata));
+    let mut b2 = b.clone();
+    b2.spec.as_mut().unwrap().holder_identity = Some("y".into());
+    let b2 = leases.replace("b", &PostParams::default(), &b2).await?;
+    let versions = [
+        rv(&a.metadata),
+        rv(&cm.metadata),
+        rv(&b.metadata),
+        rv(&b2.metadata),
+    ];
+    let unique: std::collections::BTreeSet<&str> = versions.iter().copied().collect();
+    assert_eq!(unique.len(), versions.len(), "{versions:?}");
+    // A read returns the version the last write returned.
+    assert_eq!(rv(&leases.get("b").await?.metadata), rv(&b2.metadata));
+
     let list = leases.list(&ListParams::default()).await?;
-    assert!(rv(&list.metadata_as_object_meta()) >= rv(&b.metadata));
+    let list_rv = rv(&list.metadata_as_object_meta()).to_string();
+    leases
+        .create(&PostParams::default(), &lease("after", "x"))
+        .await?;
+    let stream = leases
+        .watch(&WatchParams::default().timeout(30), &list_rv)
+        .await?;
+    futures::pin_mut!(stream);
+    match stream.try_next().await? {
+        Some(WatchEvent::Added(l)) => assert_eq!(l.metadata.name.as_deref(), Some("after")),
+        other => panic!("expected the lease created after the list, got {other:?}"),
+    }
     // uid and creationTimestamp are set by the server.
     assert!(a.metadata.uid.is_some() && a.metadata.creation_timestamp.is_some());
     Ok(())
@@ -113,7 +141,7 @@ async fn stale_update_conflicts_and_blind_update_follows_the_type_strategy() -> 
     let mut second = first.clone();
     second.spec.as_mut().unwrap().holder_identity = Some("b".into());
     let second = leases.replace("l", &PostParams::default(), &second).await?;
-    assert!(rv(&second.metadata) > rv(&first.metadata));
+    assert_ne!(rv(&second.metadata), rv(&first.metadata));
 
     // Writing with the old resourceVersion is a 409 Conflict with the real message.
     let mut stale = first.clone();
@@ -305,7 +333,9 @@ async fn concurrent_updaters_exactly_one_wins_per_resource_version() -> anyhow::
         );
         let now = leases.get("race").await?;
         assert_eq!(now.spec, winners[0].spec);
-        assert_eq!(rv(&now.metadata), rv(&current.metadata) + 1);
+        // The winner's write is the one stored: the same resourceVersion, a new one.
+        assert_eq!(rv(&now.metadata), rv(&winners[0].metadata));
+        assert_ne!(rv(&now.metadata), rv(&current.metadata));
     }
     Ok(())
 }
@@ -730,8 +760,28 @@ async fn bookmarks_carry_progress() -> anyhow::Result<()> {
     futures::pin_mut!(stream);
     match stream.try_next().await? {
         Some(WatchEvent::Bookmark(b)) => {
-            let at: u64 = b.metadata.resource_version.parse()?;
-            assert!(at >= rv(&created.metadata));
+            // A bookmark's version is one a watch resumes from: what follows it arrives, what
+            // came before it (the creation of "b") does not.
+            let stream = leases
+                .watch(
+                    &WatchParams::default().timeout(30),
+                    &b.metadata.resource_version,
+                )
+                .await?;
+            futures::pin_mut!(stream);
+            leases
+                .create(&PostParams::default(), &lease("c", "a"))
+                .await?;
+            loop {
+                match stream.try_next().await? {
+                    Some(WatchEvent::Bookmark(_)) => continue,
+                    Some(WatchEvent::Added(l)) => {
+                        assert_eq!(l.metadata.name.as_deref(), Some("c"));
+                        break;
+                    }
+                    other => panic!("expected the lease created after the bookmark, got {other:?}"),
+                }
+            }
         }
         other => panic!("expected BOOKMARK, got {other:?}"),
     }
@@ -1029,6 +1079,73 @@ async fn malformed_bodies_get_4xx_for_every_type() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The UID in an update's body is a precondition, checked before the server looks for the
+/// object: a write naming the UID of a deleted object is a 409 on a real server, not a 404;
+/// without a UID it is a 404. The same for an object created again under the same name.
+#[tokio::test]
+async fn an_update_carrying_a_deleted_objects_uid_conflicts() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let nrs = install_crd(&cluster).await?;
+    let created = nrs
+        .create(&PostParams::default(), &newresource("gone", "x"))
+        .await?;
+    nrs.delete("gone", &DeleteParams::default()).await?;
+    let mut with_status = created.clone();
+    with_status.data["status"] = json!({"ready": true});
+
+    let status = status_of(
+        nrs.replace_status("gone", &PostParams::default(), &with_status)
+            .await,
+    );
+    assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
+    let uid = created.metadata.uid.clone().unwrap_or_default();
+    assert!(
+        status.message.contains(&format!(
+            "Precondition failed: UID in precondition: {uid}, UID in object meta: "
+        )),
+        "{}",
+        status.message
+    );
+    // The main resource too.
+    assert_eq!(
+        code_of(
+            nrs.replace("gone", &PostParams::default(), &with_status)
+                .await
+        ),
+        409
+    );
+    // Without the UID, the same write finds nothing.
+    let mut anonymous = with_status.clone();
+    anonymous.metadata.uid = None;
+    assert_eq!(
+        code_of(
+            nrs.replace_status("gone", &PostParams::default(), &anonymous)
+                .await
+        ),
+        404
+    );
+
+    // Created again: the old UID is still refused, before the resourceVersion is looked at.
+    let again = nrs
+        .create(&PostParams::default(), &newresource("gone", "y"))
+        .await?;
+    let mut stale = with_status.clone();
+    stale.metadata.resource_version = again.metadata.resource_version.clone();
+    let status = status_of(
+        nrs.replace_status("gone", &PostParams::default(), &stale)
+            .await,
+    );
+    assert_eq!(status.code, 409);
+    assert!(
+        status
+            .message
+            .contains("Precondition failed: UID in precondition"),
+        "{}",
+        status.message
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn per_type_strategies_match_the_real_registry() -> anyhow::Result<()> {
     use k8s_openapi::api::apps::v1::Deployment;
@@ -1071,16 +1188,82 @@ async fn per_type_strategies_match_the_real_registry() -> anyhow::Result<()> {
             .is_right()
     );
 
-    // Core Events only need path-segment names; events.k8s.io validates subdomains.
+    // An Event lives in the namespace of the object it is about: a real server refuses one whose
+    // involvedObject names another namespace, or none (outside "default").
     let core: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
+    for involved in [
+        json!({"kind": "Lease", "name": "l", "namespace": "elsewhere"}),
+        json!({"kind": "Lease", "name": "l"}),
+    ] {
+        let elsewhere: CoreEvent = serde_json::from_value(json!({
+            "metadata": {"name": "elsewhere"},
+            "involvedObject": involved,
+            "source": {"component": "leader-sidecar"},
+            "reason": "R"
+        }))?;
+        let status = status_of(core.create(&PostParams::default(), &elsewhere).await);
+        assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+        assert!(
+            status.message.contains("involvedObject.namespace")
+                && status.message.contains("does not match event.namespace"),
+            "{}",
+            status.message
+        );
+    }
+    // Through events.k8s.io/v1 (`regarding`), a new-style Event (with eventTime) must name
+    // the namespace of its object outside "default" and "kube-system"; that it matches its own
+    // is not checked. It also needs its reporting controller, instance and action.
+    let v1: Api<EventsV1> = Api::namespaced(client.clone(), ns);
+    let no_namespace: EventsV1 = serde_json::from_value(json!({
+        "metadata": {"name": "nowhere"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "regarding": {"kind": "Lease", "name": "l"},
+        "reportingController": "example.com/other",
+        "reportingInstance": "pod-a",
+        "action": "Acquire",
+        "reason": "R",
+        "type": "Normal"
+    }))?;
+    let status = status_of(v1.create(&PostParams::default(), &no_namespace).await);
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    assert!(
+        status.message.contains("involvedObject.namespace"),
+        "{}",
+        status.message
+    );
+    let mut elsewhere = no_namespace.clone();
+    elsewhere.metadata.name = Some("elsewhere".into());
+    if let Some(r) = elsewhere.regarding.as_mut() {
+        r.namespace = Some("elsewhere".into());
+    }
+    v1.create(&PostParams::default(), &elsewhere).await?;
+    let incomplete: EventsV1 = serde_json::from_value(json!({
+        "metadata": {"name": "incomplete"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "regarding": {"kind": "Lease", "name": "l", "namespace": ns},
+        "reason": "R",
+        "type": "Normal"
+    }))?;
+    let status = status_of(v1.create(&PostParams::default(), &incomplete).await);
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    for missing in ["reportingController", "reportingInstance", "action"] {
+        assert!(
+            status
+                .message
+                .contains(&format!("{missing}: Required value")),
+            "{}",
+            status.message
+        );
+    }
+
+    // Core Events only need path-segment names; events.k8s.io validates subdomains.
     let event: CoreEvent = serde_json::from_value(json!({
         "metadata": {"name": "Lease.Upper"},
-        "involvedObject": {"kind": "Lease", "name": "l"},
+        "involvedObject": {"kind": "Lease", "name": "l", "namespace": ns},
         "source": {"component": "leader-sidecar"},
         "reason": "R"
     }))?;
     core.create(&PostParams::default(), &event).await?;
-    let v1: Api<EventsV1> = Api::namespaced(client.clone(), ns);
     let strict: EventsV1 = serde_json::from_value(json!({
         "metadata": {"name": "Lease.Upper2"},
         "eventTime": "2026-01-01T00:00:00.000000Z"

@@ -104,6 +104,9 @@ async fn a_stale_read_conflicts_instead_of_overwriting() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The status write carries the object's UID, so a real API server answers a write to a
+/// deleted object with 409 (the UID precondition), not 404: the controller re-reads and finds
+/// it gone.
 #[tokio::test]
 async fn a_deleted_object_is_success() -> anyhow::Result<()> {
     let f = fixture().await?;
@@ -115,6 +118,34 @@ async fn a_deleted_object_is_success() -> anyhow::Result<()> {
         &ctx,
         r#"controller_reconcile_total{controller="newresource",result="not_found"} 1"#
     ));
+    assert!(
+        !ctx.metrics
+            .encode()
+            .contains("controller_reconcile_errors_total{"),
+        "a gone object is not an error"
+    );
+    Ok(())
+}
+
+/// An object deleted and created again under the same name is another object: the write for
+/// the old one is done (the new one gets its own reconcile), and the new one keeps its status.
+#[tokio::test]
+async fn an_object_recreated_under_its_name_is_a_different_object() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let old = f.create("again").await?;
+    f.api.delete("again", &DeleteParams::default()).await?;
+    let new = f.create("again").await?;
+    assert_ne!(old.metadata.uid, new.metadata.uid);
+    let ctx = f.context(LeadershipGate::always_open());
+    reconcile(Arc::new(old), ctx.clone()).await?;
+    assert!(has(
+        &ctx,
+        r#"controller_reconcile_total{controller="newresource",result="not_found"} 1"#
+    ));
+    assert_eq!(f.api.get("again").await?.status, None);
+    // The new object reconciles normally.
+    reconcile(Arc::new(new), ctx.clone()).await?;
+    assert!(f.api.get("again").await?.status.is_some_and(|s| s.ready));
     Ok(())
 }
 

@@ -544,9 +544,14 @@ impl Store {
     }
 
     /// Runs decoding and type validation; returns the normalised object.
-    fn validate(rt: &ResourceType, object: Value, name: &str) -> Result<Value, ApiError> {
+    fn validate(
+        rt: &ResourceType,
+        object: Value,
+        name: &str,
+        write: validation::Write,
+    ) -> Result<Value, ApiError> {
         let object = validation::normalize(rt, object)?;
-        let errors = validation::validate_object(rt, &object);
+        let errors = validation::validate_object(rt, &object, write);
         if errors.is_empty() {
             Ok(object)
         } else {
@@ -617,7 +622,10 @@ impl Store {
             set_meta(&mut object, "generation", json!(1));
         }
         default_status_on_create(rt, &mut object);
-        let object = conversion::to_storage(rt, Self::validate(rt, object, &name)?);
+        let object = conversion::to_storage(
+            rt,
+            Self::validate(rt, object, &name, validation::Write::Create)?,
+        );
         let key = object_key(rt, namespace, &name);
         let object = self.write(inner, rt, key, EventType::Added, object, None);
         Ok(present(rt, object))
@@ -660,6 +668,26 @@ impl Store {
             .filter(|rv| !rv.is_empty())
             .map(str::to_string);
         let stored = Self::get_locked(inner, rt, namespace, name);
+        // The UID in the body is a precondition (the registry's `objInfo.Preconditions()`), and
+        // storage checks it before anything else: against the stored object, or against an
+        // empty one when there is none (the registry's update reads with `ignoreNotFound`). So
+        // a write that names the UID of a deleted object is a 409, not a 404, and so is a write
+        // to an object that was deleted and created again under the same name.
+        if let Some(uid) = meta_str(&object, "uid").filter(|u| !u.is_empty()) {
+            let stored_uid = stored
+                .as_ref()
+                .and_then(|o| meta_str(o, "uid"))
+                .unwrap_or_default();
+            if uid != stored_uid {
+                return Err(ApiError::conflict(
+                    rt,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {stored_uid}"
+                    ),
+                ));
+            }
+        }
         // The update is computed in the client's view of the object, then stored.
         let Some(current) = stored.clone().map(|o| present(rt, o)) else {
             if requested_rv.is_none()
@@ -679,19 +707,6 @@ impl Store {
                 return Err(ApiError::modified(rt, name));
             }
             _ => {}
-        }
-        if let Some(uid) = meta_str(&object, "uid").filter(|u| !u.is_empty())
-            && Some(uid) != meta_str(&current, "uid")
-        {
-            return Err(ApiError::conflict(
-                rt,
-                name,
-                &format!(
-                    "Precondition failed: UID in precondition: {}, UID in object meta: {}",
-                    uid,
-                    meta_str(&current, "uid").unwrap_or_default()
-                ),
-            ));
         }
         // With a status subresource, the main resource keeps the stored status and `/status`
         // keeps everything but the status.
@@ -733,7 +748,7 @@ impl Store {
             "resourceVersion",
             current["metadata"]["resourceVersion"].clone(),
         );
-        let mut next = Self::validate(rt, next, name)?;
+        let mut next = Self::validate(rt, next, name, validation::Write::Update)?;
         if rt.tracks_generation && spec_part(rt, &next) != spec_part(rt, &current) {
             let generation = current
                 .pointer("/metadata/generation")

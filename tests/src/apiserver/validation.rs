@@ -281,10 +281,23 @@ pub fn validate_name(rule: NameRule, name: &str) -> Result<(), FieldError> {
     }
 }
 
+/// Which write a validation is for: some strategies check more on create than on update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    Create,
+    Update,
+}
+
 /// Type-specific validation (the `Validate` of the real registry strategies we depend on).
-pub fn validate_object(rt: &ResourceType, object: &Value) -> Vec<FieldError> {
+pub fn validate_object(rt: &ResourceType, object: &Value, write: Write) -> Vec<FieldError> {
     let mut errors = Vec::new();
     match &rt.schema {
+        Schema::BuiltIn(BuiltInKind::CoreEvent) => {
+            validate_event(object, false, write, &mut errors)
+        }
+        Schema::BuiltIn(BuiltInKind::EventsV1Event) => {
+            validate_event(object, true, write, &mut errors)
+        }
         Schema::BuiltIn(BuiltInKind::Lease) => {
             // k8s.io/kubernetes/pkg/apis/coordination/validation: ValidateLeaseSpec.
             if let Some(d) = object.pointer("/spec/leaseDurationSeconds")
@@ -359,6 +372,172 @@ pub fn validate_object(rt: &ResourceType, object: &Value) -> Vec<FieldError> {
         _ => {}
     }
     errors
+}
+
+/// Limits of `pkg/apis/core/validation/events.go`.
+const EVENT_REPORTING_INSTANCE_LIMIT: usize = 128;
+const EVENT_ACTION_LIMIT: usize = 128;
+const EVENT_REASON_LIMIT: usize = 128;
+const EVENT_NOTE_LIMIT: usize = 1024;
+
+/// The Event strategy's validation (`ValidateEventCreate`/`ValidateEventUpdate` of
+/// `pkg/apis/core/validation/events.go`). Both groups store the same internal Event, so errors
+/// name the core field (`involvedObject.namespace`, `message`) whichever group was written;
+/// only the reporting controller is named after the request's group. Every write passes the
+/// legacy checks; an `events.k8s.io` create also passes the strict ones. What it leaves out:
+/// the strict update's immutable fields.
+fn validate_event(object: &Value, events_v1: bool, write: Write, errors: &mut Vec<FieldError>) {
+    // A field by its core name, read under the name of the group that was written.
+    let field = |core: &str, v1: &str| object.get(if events_v1 { v1 } else { core });
+    let text = |core: &str, v1: &str| {
+        field(core, v1)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let set = |core: &str, v1: &str| field(core, v1).is_some_and(|v| !v.is_null());
+    let namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let involved_namespace = field("involvedObject", "regarding")
+        .and_then(|o| o.get("namespace"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mismatch = || {
+        FieldError::invalid(
+            "involvedObject.namespace",
+            &Value::String(involved_namespace.to_string()),
+            "does not match event.namespace",
+        )
+    };
+    let reporting_field = if events_v1 {
+        "reportingController"
+    } else {
+        "reportingComponent"
+    };
+    if !set("eventTime", "eventTime") {
+        // An old-style Event: its namespace and its object's agree ("default" stands for any
+        // object without one, for old clients).
+        if involved_namespace.is_empty() {
+            if !namespace.is_empty() && namespace != "default" {
+                errors.push(mismatch());
+            }
+        } else if namespace != involved_namespace {
+            errors.push(mismatch());
+        }
+    } else {
+        if involved_namespace.is_empty() && namespace != "default" && namespace != "kube-system" {
+            errors.push(mismatch());
+        }
+        let controller = text("reportingComponent", "reportingController");
+        if controller.is_empty() {
+            errors.push(FieldError::required(reporting_field, ""));
+        }
+        let instance = text("reportingInstance", "reportingInstance");
+        if instance.is_empty() {
+            errors.push(FieldError::required("reportingInstance", ""));
+        }
+        if instance.len() > EVENT_REPORTING_INSTANCE_LIMIT {
+            errors.push(FieldError::invalid(
+                "reportingInstance",
+                &Value::String(String::new()),
+                format!("can have at most {EVENT_REPORTING_INSTANCE_LIMIT} characters"),
+            ));
+        }
+        let action = text("action", "action");
+        if action.is_empty() {
+            errors.push(FieldError::required("action", ""));
+        }
+        if action.len() > EVENT_ACTION_LIMIT {
+            errors.push(FieldError::invalid(
+                "action",
+                &Value::String(String::new()),
+                format!("can have at most {EVENT_ACTION_LIMIT} characters"),
+            ));
+        }
+        let reason = text("reason", "reason");
+        if reason.is_empty() {
+            errors.push(FieldError::required("reason", ""));
+        }
+        if reason.len() > EVENT_REASON_LIMIT {
+            errors.push(FieldError::invalid(
+                "reason",
+                &Value::String(String::new()),
+                format!("can have at most {EVENT_REASON_LIMIT} characters"),
+            ));
+        }
+        if text("message", "note").len() > EVENT_NOTE_LIMIT {
+            errors.push(FieldError::invalid(
+                "message",
+                &Value::String(String::new()),
+                format!("can have at most {EVENT_NOTE_LIMIT} characters"),
+            ));
+        }
+    }
+    if !events_v1 || write == Write::Update {
+        return;
+    }
+    // Strict validation: creates through events.k8s.io/v1.
+    if let Some(series) = object.get("series").filter(|s| !s.is_null()) {
+        if series.get("count").and_then(Value::as_i64).unwrap_or(0) < 2 {
+            errors.push(FieldError::invalid(
+                "series.count",
+                &Value::String(String::new()),
+                "should be at least 2",
+            ));
+        }
+        if series.get("lastObservedTime").is_none_or(Value::is_null) {
+            errors.push(FieldError::required("series.lastObservedTime", ""));
+        }
+    }
+    if !set("eventTime", "eventTime") {
+        errors.push(FieldError::required("eventTime", ""));
+    }
+    let type_ = text("type", "type");
+    if type_ != "Normal" && type_ != "Warning" {
+        errors.push(FieldError::invalid(
+            "type",
+            &Value::String(String::new()),
+            format!("has invalid value: {type_}"),
+        ));
+    }
+    for (core, v1) in [
+        ("firstTimestamp", "deprecatedFirstTimestamp"),
+        ("lastTimestamp", "deprecatedLastTimestamp"),
+    ] {
+        if set(core, v1) {
+            errors.push(FieldError::invalid(
+                core,
+                &Value::String(String::new()),
+                "needs to be unset",
+            ));
+        }
+    }
+    if field("count", "deprecatedCount")
+        .and_then(Value::as_i64)
+        .is_some_and(|c| c != 0)
+    {
+        errors.push(FieldError::invalid(
+            "count",
+            &Value::String(String::new()),
+            "needs to be unset",
+        ));
+    }
+    let source = field("source", "deprecatedSource");
+    let source_part = |k: &str| {
+        source
+            .and_then(|s| s.get(k))
+            .and_then(Value::as_str)
+            .is_some_and(|v| !v.is_empty())
+    };
+    if source_part("component") || source_part("host") {
+        errors.push(FieldError::invalid(
+            "source",
+            &Value::String(String::new()),
+            "needs to be unset",
+        ));
+    }
 }
 
 #[cfg(test)]
