@@ -39,6 +39,8 @@ log = logs.get("reconcile")
 #: object is gone: success) and a 409 (a conflict, retried) are expected answers and are not
 #: counted there.
 STATUS_RESOURCE = "newresources/status"
+#: The ``resource`` label of the re-read after a 409 (see ``Reconciler._gone``).
+MAIN_RESOURCE = "newresources"
 
 BACKOFF_BASE = 0.2
 BACKOFF_MAX = 60.0
@@ -265,6 +267,40 @@ class Reconciler:
             raise NotLeader()
         return grant
 
+    def _gone(self, namespace: str, name: str, obj: Dict[str, Any], slot: RequestSlot) -> bool:
+        """After a 409: whether the object we wrote for is gone. The PUT body carries the
+        object's UID, which the API server checks as a precondition before it looks for the
+        object, so a write to a deleted object (or to a new one that took its name) is a 409,
+        not a 404. A re-read by name (a list, so no RBAC verb beyond ``list``) tells: no object
+        with our UID means there is nothing left to do. If the re-read fails, the conflict
+        stands (retried with backoff)."""
+        uid = obj.get("metadata", {}).get("uid") if isinstance(obj.get("metadata"), dict) else None
+        try:
+            inflight = slot.begin()
+        except Aborted:
+            raise WindowStopped() from None
+        try:
+            page = self.client.request_json(
+                "GET", self.client.collection_path(namespace),
+                query={"fieldSelector": f"metadata.name={name}"}, inflight=inflight)
+        except Aborted:
+            raise WindowStopped() from None
+        except kube.ApiError as e:
+            self.metrics.api_error(MAIN_RESOURCE, "list", str(e.code))
+            return False
+        except kube.TransportError as e:
+            if self.stop.is_set():
+                raise WindowStopped() from None
+            self.metrics.api_error(MAIN_RESOURCE, "list", kube.error_code(e))
+            return False
+        finally:
+            slot.end(inflight)
+        items = page.get("items") if isinstance(page, dict) else None
+        if not isinstance(items, list):
+            return False
+        return not any(isinstance(i, dict) and isinstance(i.get("metadata"), dict)
+                       and i["metadata"].get("uid") == uid for i in items)
+
     def apply_status(self, obj: Dict[str, Any], slot: RequestSlot):
         """Writes the desired status if needed; returns ``(UNCHANGED|UPDATED|GONE, answer)``."""
         desired = desired_status(obj)
@@ -299,6 +335,7 @@ class Reconciler:
 
         # The timer aborts the connection at the deadline whatever the server does (the socket
         # timeout alone bounds each read, not the whole exchange).
+        conflict: Optional[kube.ApiError] = None
         timer = threading.Timer(max(0.0, deadline - now), inflight.abort,
                                 args=(GRANT_ENDED if grant_first else TIMED_OUT,))
         timer.daemon = True
@@ -319,7 +356,8 @@ class Reconciler:
                 return GONE, None
             if e.code != 409:
                 self.metrics.api_error(STATUS_RESOURCE, "update", str(e.code))
-            raise
+                raise
+            conflict = e
         except kube.TransportError as e:
             if self.stop.is_set():
                 raise WindowStopped() from None
@@ -330,6 +368,10 @@ class Reconciler:
         finally:
             timer.cancel()
             slot.end(inflight)
+        if conflict is not None:
+            if self._gone(namespace, name, obj, slot):
+                return GONE, None
+            raise conflict
         # An answer that arrives after the grant ended is not trusted (as within_grant).
         if self.clock() >= grant.until:
             raise GrantExpired()

@@ -323,8 +323,9 @@ def status_error(code: int, reason: str, message: str) -> Dict[str, Any]:
 
 class FakeApi:
     """Just enough of an API server for NewResources: list (one page), watch from a
-    resourceVersion (events kept in a history), PUT of ``/status`` with the resourceVersion
-    precondition (409 on a stale one). Records every request.
+    resourceVersion (events kept in a history; a list may select ``metadata.name``), PUT of
+    ``/status`` with the UID and resourceVersion preconditions (409 on a stale one, and on a
+    deleted object's UID, as a real server). Records every request.
 
     ``hold_events`` makes changes invisible to watches until ``release_events`` (a slow
     watch), and ``put_hook`` lets a test act when a PUT arrives (change the object first,
@@ -399,6 +400,13 @@ class FakeApi:
             self._event("MODIFIED", obj)
             return copy.deepcopy(obj)
 
+    def delete(self, key: str) -> None:
+        """A user deletes the object."""
+        with self.cond:
+            obj = self.objects.pop(key)
+            obj["metadata"]["resourceVersion"] = str(self._bump())
+            self._event("DELETED", obj)
+
     def release_events(self) -> None:
         with self.cond:
             self.hold_events = False
@@ -468,9 +476,14 @@ class FakeApi:
         self._reply(h, 405 if method == "PATCH" else 404, status_error(404, "NotFound", "not served"), record)
 
     def _list(self, h, ns: Optional[str], record: List[Any]) -> None:
+        by_name = None
+        selector = record[2].get("fieldSelector", "")
+        if selector.startswith("metadata.name="):
+            by_name = selector[len("metadata.name="):]
         with self.cond:
             items = [copy.deepcopy(o) for k, o in sorted(self.objects.items())
-                     if ns is None or o["metadata"]["namespace"] == ns]
+                     if (ns is None or o["metadata"]["namespace"] == ns)
+                     and (by_name is None or o["metadata"]["name"] == by_name)]
             rv = self.rv
         self._reply(h, 200, {"apiVersion": "apps.newresource.com/v1alpha1", "kind": "NewResourceList",
                              "metadata": {"resourceVersion": str(rv)}, "items": items}, record)
@@ -523,6 +536,13 @@ class FakeApi:
                 # Answer anyway: the client must not use it (it gave up).
         with self.cond:
             obj = self.objects.get(key)
+            # As a real server: the UID in the body is a precondition checked before the object
+            # is looked up, so a write naming a deleted object's UID is a 409, not a 404.
+            uid = body.get("metadata", {}).get("uid")
+            if uid and uid != (obj or {}).get("metadata", {}).get("uid", ""):
+                return self._reply(h, 409, status_error(
+                    409, "Conflict", f"Precondition failed: UID in precondition: {uid}, UID in object meta: "),
+                    record)
             if obj is None:
                 return self._reply(h, 404, status_error(404, "NotFound", f'newresources "{key}" not found'), record)
             if body.get("metadata", {}).get("resourceVersion") != obj["metadata"]["resourceVersion"]:

@@ -138,6 +138,48 @@ class WindowTests(unittest.TestCase):
         self.assertNotIn('resource="newresources/status",verb="update",code="409"', self.metrics.encode(),
                          "a conflict is an expected answer, not an API error")
 
+    def test_a_deleted_object_is_gone_not_a_conflict(self):
+        """The write for an object deleted since it was read names its UID: a real server
+        answers 409, and a re-read by name shows that the object is gone: success."""
+        logs = capture_logs(self)
+        self.api.create("default", "a")
+
+        def deleted_meanwhile(body):
+            # The object is deleted while our PUT is on its way; the watch has not told us.
+            if "default/a" in self.api.objects:
+                self.api.hold_events = True
+                self.api.delete("default/a")
+            return None
+
+        self.api.put_hook = deleted_meanwhile
+        self.window(granted())
+        self.metrics.wait(lambda o: ("not_found", None) in o, "the reconcile ending as not_found")
+        codes = [r[4] for r in self.api.puts()]
+        self.assertEqual(codes, [409], "one write, answered with the UID precondition's 409")
+        reread = [r for r in self.api.requests if r[2].get("fieldSelector") == "metadata.name=a"]
+        self.assertEqual(len(reread), 1, self.api.requests)
+        self.assertEqual(reread[0][4], 200)
+        self.assertNotIn("error", [o for o, _ in self.metrics.outcomes])
+        self.assertEqual(logs.find("reconcile failed"), [])
+        self.assert_only_allowed_requests()
+
+    def test_a_conflict_on_a_live_object_is_still_a_conflict_after_the_re_read(self):
+        self.api.create("default", "a")
+        fired = []
+
+        def someone_else_writes_first(body):
+            if not fired:
+                fired.append(True)
+                self.api.hold_events = True
+                self.api.change_spec("default/a", "changed")
+            return None
+
+        self.api.put_hook = someone_else_writes_first
+        self.window(granted())
+        self.metrics.wait(lambda o: ("error", "conflict") in o, "a conflict")
+        reread = [r for r in self.api.requests if r[2].get("fieldSelector") == "metadata.name=a"]
+        self.assertEqual(len(reread), 1)
+
     def test_a_write_is_abandoned_when_the_grant_ends_and_none_is_sent_without_one(self):
         self.api.create("default", "a")
         self.api.put_hook = lambda body: "hang"
