@@ -165,7 +165,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
 
-    let metrics = Metrics::new(&settings.lease_name);
+    let metrics = Metrics::new(&settings.lease_name, settings.timings.renew_deadline);
     let leadership = Arc::new(Leadership::new(
         settings.identity.clone(),
         lease_ref.clone(),

@@ -1,6 +1,8 @@
 //! Prometheus metrics served on the admin port.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -53,6 +55,8 @@ struct Inner {
     /// path neither allocates nor hashes.
     http_hot: Vec<(&'static str, u16, Counter)>,
     watchers: Gauge,
+    /// Held so the registry's series lives as long as the metrics; set once at start.
+    _renew_deadline: Gauge<f64, AtomicU64>,
 }
 
 /// Paths and codes of the leader API whose counters are resolved up front.
@@ -60,7 +64,9 @@ const HOT_PATHS: [&str; 5] = ["/leader", "/leader/watch", "/leader/yield", "/", 
 const HOT_CODES: [u16; 5] = [200, 404, 405, 413, 503];
 
 impl Metrics {
-    pub fn new(lease_name: &str) -> Self {
+    /// `renew_deadline` is exported as `leader_sidecar_renew_deadline_seconds`, so that alerts
+    /// compare the renew latency with each pod's own deadline (deploy/monitoring).
+    pub fn new(lease_name: &str, renew_deadline: Duration) -> Self {
         let mut registry = Registry::default();
         let master_status = Family::<NameLabel, Gauge>::default();
         registry.register(
@@ -104,6 +110,13 @@ impl Metrics {
             "Open /leader/watch streams",
             watchers.clone(),
         );
+        let renew_deadline_gauge = Gauge::<f64, AtomicU64>::default();
+        renew_deadline_gauge.set(renew_deadline.as_secs_f64());
+        registry.register(
+            "leader_sidecar_renew_deadline_seconds",
+            "The configured --renew-deadline: the leader steps down this long after its last successful renew",
+            renew_deadline_gauge.clone(),
+        );
         let mut http_hot = Vec::new();
         for path in HOT_PATHS {
             for code in HOT_CODES {
@@ -127,6 +140,7 @@ impl Metrics {
                 http_requests,
                 http_hot,
                 watchers,
+                _renew_deadline: renew_deadline_gauge,
             }),
         };
         m.set_leader(false);
@@ -223,7 +237,7 @@ mod tests {
 
     #[test]
     fn api_series_carry_the_resource() {
-        let m = Metrics::new("lease");
+        let m = Metrics::new("lease", Duration::from_secs(10));
         m.api_request("leases", "create", "201");
         m.api_request("leases", "get", "404");
         m.api_request("leases", "update", "409");
@@ -256,6 +270,17 @@ mod tests {
             r#"leader_sidecar_api_requests_total{resource="leases",verb="watch",code="500"}"#,
         ] {
             assert!(!text.contains(absent), "{absent} unexpected in\n{text}");
+        }
+    }
+
+    #[test]
+    fn exports_the_configured_renew_deadline() {
+        let text = Metrics::new("lease", Duration::from_millis(2500)).encode();
+        for needle in [
+            "# TYPE leader_sidecar_renew_deadline_seconds gauge",
+            "\nleader_sidecar_renew_deadline_seconds 2.5\n",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from\n{text}");
         }
     }
 }

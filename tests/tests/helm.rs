@@ -145,6 +145,162 @@ fn each_overlay_has_its_values() -> anyhow::Result<()> {
     )
 }
 
+/// The values that turn on the objects of `deploy/monitoring`.
+const MONITORING_VALUES: [&str; 3] = [
+    "serviceMonitor.enabled=true",
+    "monitoring.prometheusRule.enabled=true",
+    "monitoring.dashboard.enabled=true",
+];
+
+/// The monitoring objects of the chart (ServiceMonitor, PrometheusRule, the dashboard's
+/// ConfigMap) are those of `kubectl kustomize deploy/monitoring`; every other object is the
+/// same as without them.
+#[test]
+fn the_monitoring_values_render_what_deploy_monitoring_renders() -> anyhow::Result<()> {
+    let kustomized = normalised(render::kustomize(&repo().join("deploy/monitoring"))?, false)?;
+    let kinds: Vec<&str> = kustomized
+        .keys()
+        .filter_map(|id| id.split(' ').next())
+        .collect();
+    ensure!(
+        kinds == ["ConfigMap", "PrometheusRule", "ServiceMonitor"],
+        "deploy/monitoring renders {kinds:?}"
+    );
+    let mut args = Vec::new();
+    for v in MONITORING_VALUES {
+        args.extend(["--set", v]);
+    }
+    let mut helmed = normalised(template(&args)?, true)?;
+    let plain = normalised(template(&[])?, true)?;
+    for (id, o) in &plain {
+        ensure!(
+            helmed.remove(id).as_ref() == Some(o),
+            "{id} changed with {MONITORING_VALUES:?}"
+        );
+    }
+    let ids = |m: &BTreeMap<String, Value>| m.keys().cloned().collect::<Vec<_>>();
+    ensure!(
+        ids(&kustomized) == ids(&helmed),
+        "deploy/monitoring has {:?}, the chart adds {:?}",
+        ids(&kustomized),
+        ids(&helmed)
+    );
+    for (id, k) in &kustomized {
+        if let Some(d) = difference("", k, &helmed[id]) {
+            anyhow::bail!("deploy/monitoring vs chart {MONITORING_VALUES:?}: {id}{d}");
+        }
+    }
+    Ok(())
+}
+
+/// Another release name renames the objects and the `job` the alerts and the dashboard select
+/// (the metrics Service's name); the labels values land on their objects.
+#[test]
+fn the_monitoring_objects_follow_the_release() -> anyhow::Result<()> {
+    let chart = chart();
+    let mut args = vec![
+        "--set",
+        "monitoring.prometheusRule.labels.release=kube-prometheus",
+    ];
+    args.extend(["--set", "monitoring.dashboard.labels.team=platform"]);
+    for v in MONITORING_VALUES {
+        args.extend(["--set", v]);
+    }
+    let objects = render::helm_template(&chart, "ops", "monitoring", &args)?;
+    let find = |kind: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind)
+            .with_context(|| format!("no {kind}"))
+    };
+    let service = find("Service")?;
+    let job = format!(
+        "job=\"{}\"",
+        service["metadata"]["name"].as_str().unwrap_or_default()
+    );
+    ensure!(job == "job=\"ops-newresource-controller-metrics\"", "{job}");
+
+    let rule = find("PrometheusRule")?;
+    ensure!(
+        rule["metadata"]["name"] == "ops-newresource-controller",
+        "{rule}"
+    );
+    ensure!(rule["metadata"]["namespace"] == "monitoring", "{rule}");
+    ensure!(
+        rule["metadata"]["labels"]["release"] == "kube-prometheus",
+        "{rule}"
+    );
+    let exprs: Vec<&str> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .context("no rules")?
+        .iter()
+        .filter_map(|r| r["expr"].as_str())
+        .collect();
+    ensure!(exprs.len() == 6, "{exprs:?}");
+    for e in &exprs {
+        ensure!(
+            e.contains(&job) && !e.contains("job=\"newresource-controller-metrics\""),
+            "{e}"
+        );
+    }
+
+    let dashboard = find("ConfigMap")?;
+    ensure!(dashboard["metadata"]["name"] == "ops-newresource-controller-dashboard");
+    ensure!(
+        dashboard["metadata"]["labels"]["grafana_dashboard"] == "1",
+        "{dashboard}"
+    );
+    ensure!(
+        dashboard["metadata"]["labels"]["team"] == "platform",
+        "{dashboard}"
+    );
+    let json: Value = serde_json::from_str(
+        dashboard["data"]["newresource-controller.json"]
+            .as_str()
+            .context("no dashboard JSON")?,
+    )?;
+    let panels = json["panels"].as_array().context("no panels")?;
+    let queries: Vec<&str> = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter_map(|t| t["expr"].as_str())
+        .collect();
+    ensure!(!queries.is_empty(), "no dashboard queries");
+    for q in &queries {
+        ensure!(
+            q.contains(&job) && !q.contains("job=\"newresource-controller-metrics\""),
+            "{q}"
+        );
+    }
+
+    let monitor = find("ServiceMonitor")?;
+    ensure!(
+        monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"],
+        "the ServiceMonitor selects what the Service selects: {monitor}"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_chart_copies_of_the_monitoring_files_are_byte_equal() -> anyhow::Result<()> {
+    for (original, copy) in [
+        ("prometheusrule.yaml", "files/prometheusrule.yaml"),
+        (
+            "dashboards/newresource-controller.json",
+            "files/dashboards/newresource-controller.json",
+        ),
+    ] {
+        let a = std::fs::read(repo().join("deploy/monitoring").join(original))?;
+        let b = std::fs::read(chart().join(copy))?;
+        ensure!(
+            a == b,
+            "deploy/helm/newresource-controller/{copy} differs from deploy/monitoring/{original}; \
+             copy it again"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn the_chart_copy_of_the_crd_is_the_generated_one() -> anyhow::Result<()> {
     let generated = std::fs::read_to_string(repo().join("deploy/base/crd.yaml"))?;
@@ -276,6 +432,10 @@ fn the_schema_refuses_bad_values_naming_them() -> anyhow::Result<()> {
         (
             "sidecar.imag.tag=x",
             "additional properties 'imag' not allowed",
+        ),
+        (
+            "monitoring.prometheusRule.enable=true",
+            "additional properties 'enable' not allowed",
         ),
     ] {
         let out = render::helm(&["template", RELEASE, &chart, "--set", value])?;
