@@ -201,6 +201,25 @@ pub fn decode_object(body: &[u8]) -> Result<Value> {
     Ok(object)
 }
 
+/// A `meta.v1.WatchEvent` message: its type and its object (an embedded protobuf object).
+pub fn decode_watch_event(message: &[u8]) -> Result<(String, Value)> {
+    let (mut event, mut object) = (String::new(), Value::Null);
+    for (tag, wire) in fields(message)? {
+        match (tag, wire) {
+            (1, Wire::Len(b)) => event = utf8(b)?,
+            (2, Wire::Len(raw_extension)) => {
+                for (tag, wire) in fields(raw_extension)? {
+                    if let (1, Wire::Len(raw)) = (tag, wire) {
+                        object = decode_object(raw)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((event, object))
+}
+
 /// One message as JSON.
 pub fn decode_message(message: &Message, bytes: &[u8], depth: usize) -> Result<Value> {
     if depth > MAX_DEPTH {
@@ -215,6 +234,12 @@ pub fn decode_message(message: &Message, bytes: &[u8], depth: usize) -> Result<V
             continue;
         };
         match field.label {
+            Label::Single if field.json.is_empty() => {
+                // Inline: the embedded message's fields are this object's.
+                if let Value::Object(inner) = decode_value(field.ty, wire, depth)? {
+                    out.extend(inner);
+                }
+            }
             Label::Single => {
                 let value = decode_value(field.ty, wire, depth)?;
                 let empty = value.is_null() || value.as_str() == Some("");
@@ -520,6 +545,11 @@ pub fn encode_message(message: &Message, value: &Value, depth: usize) -> Result<
     };
     let mut out = Vec::new();
     for field in message.fields {
+        if field.json.is_empty() {
+            // Inline: the embedded message is made of this object's keys.
+            encode_value(&mut out, field, field.ty, value, depth)?;
+            continue;
+        }
         let Some(value) = object.get(field.json).filter(|v| !v.is_null()) else {
             continue;
         };

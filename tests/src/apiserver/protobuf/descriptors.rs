@@ -219,11 +219,11 @@ pub static MESSAGES: &[M] = &[
         F { tag: 4, json: "immutable", ty: Bool, label: Single },
     ] },
     M { name: "api.core.v1.ConfigMapEnvSource", fields: &[
-        F { tag: 1, json: "localObjectReference", ty: Message("api.core.v1.LocalObjectReference"), label: Single },
+        F { tag: 1, json: "", ty: Message("api.core.v1.LocalObjectReference"), label: Single },
         F { tag: 2, json: "optional", ty: Bool, label: Single },
     ] },
     M { name: "api.core.v1.ConfigMapKeySelector", fields: &[
-        F { tag: 1, json: "localObjectReference", ty: Message("api.core.v1.LocalObjectReference"), label: Single },
+        F { tag: 1, json: "", ty: Message("api.core.v1.LocalObjectReference"), label: Single },
         F { tag: 2, json: "key", ty: String, label: Single },
         F { tag: 3, json: "optional", ty: Bool, label: Single },
     ] },
@@ -232,12 +232,12 @@ pub static MESSAGES: &[M] = &[
         F { tag: 2, json: "items", ty: Message("api.core.v1.ConfigMap"), label: Repeated },
     ] },
     M { name: "api.core.v1.ConfigMapProjection", fields: &[
-        F { tag: 1, json: "localObjectReference", ty: Message("api.core.v1.LocalObjectReference"), label: Single },
+        F { tag: 1, json: "", ty: Message("api.core.v1.LocalObjectReference"), label: Single },
         F { tag: 2, json: "items", ty: Message("api.core.v1.KeyToPath"), label: Repeated },
         F { tag: 4, json: "optional", ty: Bool, label: Single },
     ] },
     M { name: "api.core.v1.ConfigMapVolumeSource", fields: &[
-        F { tag: 1, json: "localObjectReference", ty: Message("api.core.v1.LocalObjectReference"), label: Single },
+        F { tag: 1, json: "", ty: Message("api.core.v1.LocalObjectReference"), label: Single },
         F { tag: 2, json: "items", ty: Message("api.core.v1.KeyToPath"), label: Repeated },
         F { tag: 3, json: "defaultMode", ty: Int32, label: Single },
         F { tag: 4, json: "optional", ty: Bool, label: Single },
@@ -369,7 +369,7 @@ pub static MESSAGES: &[M] = &[
         F { tag: 5, json: "fileKeyRef", ty: Message("api.core.v1.FileKeySelector"), label: Single },
     ] },
     M { name: "api.core.v1.EphemeralContainer", fields: &[
-        F { tag: 1, json: "ephemeralContainerCommon", ty: Message("api.core.v1.EphemeralContainerCommon"), label: Single },
+        F { tag: 1, json: "", ty: Message("api.core.v1.EphemeralContainerCommon"), label: Single },
         F { tag: 2, json: "targetContainerName", ty: String, label: Single },
     ] },
     M { name: "api.core.v1.EphemeralContainerCommon", fields: &[
@@ -807,7 +807,7 @@ pub static MESSAGES: &[M] = &[
         F { tag: 2, json: "preference", ty: Message("api.core.v1.NodeSelectorTerm"), label: Single },
     ] },
     M { name: "api.core.v1.Probe", fields: &[
-        F { tag: 1, json: "handler", ty: Message("api.core.v1.ProbeHandler"), label: Single },
+        F { tag: 1, json: "", ty: Message("api.core.v1.ProbeHandler"), label: Single },
         F { tag: 2, json: "initialDelaySeconds", ty: Int32, label: Single },
         F { tag: 3, json: "timeoutSeconds", ty: Int32, label: Single },
         F { tag: 4, json: "periodSeconds", ty: Int32, label: Single },
@@ -895,11 +895,11 @@ pub static MESSAGES: &[M] = &[
         F { tag: 5, json: "immutable", ty: Bool, label: Single },
     ] },
     M { name: "api.core.v1.SecretEnvSource", fields: &[
-        F { tag: 1, json: "localObjectReference", ty: Message("api.core.v1.LocalObjectReference"), label: Single },
+        F { tag: 1, json: "", ty: Message("api.core.v1.LocalObjectReference"), label: Single },
         F { tag: 2, json: "optional", ty: Bool, label: Single },
     ] },
     M { name: "api.core.v1.SecretKeySelector", fields: &[
-        F { tag: 1, json: "localObjectReference", ty: Message("api.core.v1.LocalObjectReference"), label: Single },
+        F { tag: 1, json: "", ty: Message("api.core.v1.LocalObjectReference"), label: Single },
         F { tag: 2, json: "key", ty: String, label: Single },
         F { tag: 3, json: "optional", ty: Bool, label: Single },
     ] },
@@ -908,7 +908,7 @@ pub static MESSAGES: &[M] = &[
         F { tag: 2, json: "items", ty: Message("api.core.v1.Secret"), label: Repeated },
     ] },
     M { name: "api.core.v1.SecretProjection", fields: &[
-        F { tag: 1, json: "localObjectReference", ty: Message("api.core.v1.LocalObjectReference"), label: Single },
+        F { tag: 1, json: "", ty: Message("api.core.v1.LocalObjectReference"), label: Single },
         F { tag: 2, json: "items", ty: Message("api.core.v1.KeyToPath"), label: Repeated },
         F { tag: 4, json: "optional", ty: Bool, label: Single },
     ] },
@@ -1041,7 +1041,7 @@ pub static MESSAGES: &[M] = &[
     ] },
     M { name: "api.core.v1.Volume", fields: &[
         F { tag: 1, json: "name", ty: String, label: Single },
-        F { tag: 2, json: "volumeSource", ty: Message("api.core.v1.VolumeSource"), label: Single },
+        F { tag: 2, json: "", ty: Message("api.core.v1.VolumeSource"), label: Single },
     ] },
     M { name: "api.core.v1.VolumeDevice", fields: &[
         F { tag: 1, json: "name", ty: String, label: Single },

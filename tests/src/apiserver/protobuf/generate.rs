@@ -4,6 +4,8 @@
 //! snake_case, so the JSON name comes from k8s-openapi's schema of the same type (property
 //! names compared case-insensitively, ignoring `_`, `-` and `$`), or, for types k8s-openapi
 //! has no schema for (`runtime.Unknown`, list kinds), from the snake_case name in lowerCamel.
+//! A message field whose fields are the parent's JSON properties is an inline embedding (JSON
+//! name `""`).
 //!
 //! Regenerate with `UPDATE_PB_DESCRIPTORS=1 cargo test -p tests --lib protobuf::generate`.
 
@@ -338,10 +340,27 @@ pub fn generate() -> String {
         let mut fields: Vec<&RawField> = messages[name].iter().collect();
         fields.sort_by_key(|f| f.tag);
         for f in fields {
-            let json = properties
+            let matched = properties
                 .and_then(|ps| ps.iter().find(|p| normalize(p) == normalize(&f.rust_name)))
-                .cloned()
-                .unwrap_or_else(|| lower_camel(&f.rust_name));
+                .cloned();
+            // A Go struct embedded with `json:",inline"` (Probe's handler, Volume's source)
+            // is a field in protobuf but its fields are the parent's in JSON: its JSON name is
+            // empty.
+            let inline = matched.is_none()
+                && properties.is_some_and(|ps| {
+                    f.ty.strip_prefix("message:")
+                        .and_then(|target| messages.get(target))
+                        .is_some_and(|inner| {
+                            inner
+                                .iter()
+                                .any(|i| ps.iter().any(|p| normalize(p) == normalize(&i.rust_name)))
+                        })
+                });
+            let json = match matched {
+                Some(json) => json,
+                None if inline => String::new(),
+                None => lower_camel(&f.rust_name),
+            };
             let ty = match f.ty.as_str() {
                 "string" => "String".to_string(),
                 "int32" => "Int32".into(),

@@ -12,6 +12,8 @@ pub mod descriptors;
 #[cfg(test)]
 mod generate;
 pub mod table;
+#[cfg(test)]
+mod tests;
 
 use serde_json::Value;
 
@@ -130,4 +132,16 @@ pub fn watch_frame(event: &str, object: &Value) -> Result<Vec<u8>, codec::Error>
     let mut frame = len.to_be_bytes().to_vec();
     frame.extend(message);
     Ok(frame)
+}
+
+/// A watch event's type and object, and what follows it in the stream.
+pub type WatchFrame<'a> = (String, Value, &'a [u8]);
+
+/// Splits one frame off a protobuf watch stream: the event's type and object, and the rest of
+/// the stream. `None` when `stream` does not hold a whole frame yet.
+pub fn split_watch_frame(stream: &[u8]) -> Option<Result<WatchFrame<'_>, codec::Error>> {
+    let len = u32::from_be_bytes(stream.get(..4)?.try_into().ok()?) as usize;
+    let message = stream.get(4..4 + len)?;
+    let rest = &stream[4 + len..];
+    Some(codec::decode_watch_event(message).map(|(event, object)| (event, object, rest)))
 }

@@ -13,7 +13,8 @@ pub struct Message {
 #[derive(Debug)]
 pub struct Field {
     pub tag: u32,
-    /// The field's name in the JSON encoding (`clusterIP`, `$ref`, `x-kubernetes-…`).
+    /// The field's name in the JSON encoding (`clusterIP`, `$ref`, `x-kubernetes-…`); empty
+    /// for a message embedded inline (`json:",inline"`), whose fields are the parent's in JSON.
     pub json: &'static str,
     pub ty: Ty,
     pub label: Label,
