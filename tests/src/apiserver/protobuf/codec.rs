@@ -45,6 +45,8 @@ impl std::fmt::Display for Error {
     }
 }
 
+impl std::error::Error for Error {}
+
 type Result<T> = std::result::Result<T, Error>;
 
 fn err<T>(why: impl Into<String>) -> Result<T> {
@@ -242,7 +244,9 @@ pub fn decode_message(message: &Message, bytes: &[u8], depth: usize) -> Result<V
             }
             Label::Single => {
                 let value = decode_value(field.ty, wire, depth)?;
-                let empty = value.is_null() || value.as_str() == Some("");
+                // Only string fields: a JSON `""` inside a message (a schema `default`) stays.
+                let empty =
+                    value.is_null() || (field.ty == Ty::String && value.as_str() == Some(""));
                 if empty {
                     out.remove(field.json);
                 } else {

@@ -157,6 +157,7 @@ fn special_json_forms_round_trip() {
                     "dep": {"type": "object", "dependencies": {"a": ["b"], "c": {"required": ["d"]}}},
                     "e": {"type": "string", "enum": ["x", 1, null], "default": {"k": [1]}},
                     "$refd": {"$ref": "#/x"},
+                    "blank": {"type": "string", "default": ""},
                 },
             }}}],
         },
