@@ -1610,6 +1610,12 @@ mod protobuf {
             "{status}"
         );
 
+        // So is a 401 (authentication fails before anything else).
+        let stranger = testkit::apiserver::client_for(&server.url(), Some("no-such-token"));
+        let unauthorized = call(&stranger, "GET", leases, "", Some(PB), Vec::new()).await?;
+        assert_eq!(unauthorized.code, 401);
+        assert_eq!(unauthorized.protobuf()["reason"], "Unauthorized");
+
         // Garbage and truncated bodies are 400 Status, never a crash.
         let good = codec::encode_object(
             &json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",

@@ -254,12 +254,20 @@ pub async fn handle(
         });
     }
 
+    // Built-in types (and paths that name none) have a protobuf form; custom resources not.
+    let protobuf_served = match &route {
+        Route::Resource(rp) => !state
+            .store
+            .lookup(&rp.group, &rp.version, &rp.plural)
+            .is_some_and(|rt| rt.is_custom()),
+        _ => false,
+    };
     let user = match state
         .auth
         .authenticate(authorization.as_deref(), &state.store)
     {
         Ok(u) => u,
-        Err(e) => return Ok(error_response(&e)),
+        Err(e) => return Ok(negotiated_error(accept.as_deref(), protobuf_served, &e)),
     };
 
     // What RBAC and the fault rules see of this request.
@@ -326,7 +334,7 @@ pub async fn handle(
             err.retry_after = retry_after;
             record.code = code;
             state.audit.push(record);
-            return Ok(error_response(&err));
+            return Ok(negotiated_error(accept.as_deref(), protobuf_served, &err));
         }
         Decision::Stall(id) => state.faults.hold_request(id, &user.name).await,
         Decision::Hang(id) => {
@@ -339,14 +347,6 @@ pub async fn handle(
         }
     }
 
-    // Built-in types (and paths that name none) have a protobuf form; custom resources not.
-    let protobuf_served = match &route {
-        Route::Resource(rp) => !state
-            .store
-            .lookup(&rp.group, &rp.version, &rp.plural)
-            .is_some_and(|rt| rt.is_custom()),
-        _ => false,
-    };
     if state.rbac
         && let Some(request) = &rbac_request
         && !auth::rbac_allows(&state.store, &user, request)

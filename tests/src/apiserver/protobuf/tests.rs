@@ -250,3 +250,37 @@ fn negotiation_follows_the_accept_header() {
     assert_eq!(negotiate(Some(table), true), Negotiated::Json);
     assert_eq!(negotiate(Some("*/*"), true), Negotiated::Json);
 }
+
+/// Go writes every non-pointer field, zero or not, and its JSON leaves zeros out where the field
+/// is `omitempty`; the protobuf does not say which fields are pointers. So a zero number or
+/// `false` on the wire is kept (it may be a pointer field's meaningful 0, such as `replicas`),
+/// and an empty string is dropped (pointer strings are rare). A documented difference: an
+/// object created from protobuf by kubectl shows `paused: false`, `stdin: false`, … where a
+/// real server shows nothing.
+#[test]
+fn go_zero_values_are_kept_and_empty_strings_dropped() {
+    use k8s_pb::api::apps::v1 as apps;
+    let deployment = apps::Deployment {
+        spec: Some(apps::DeploymentSpec {
+            replicas: Some(0),
+            paused: Some(false),
+            revision_history_limit: Some(0),
+            ..Default::default()
+        }),
+        metadata: Some(k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some("d".into()),
+            generate_name: Some(String::new()),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let body = codec::encode_unknown("apps/v1", "Deployment", &deployment.encode_to_vec());
+    assert_eq!(
+        decode_object(&body).expect("decodes"),
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d"},
+            "spec": {"replicas": 0, "paused": false, "revisionHistoryLimit": 0},
+        })
+    );
+}
