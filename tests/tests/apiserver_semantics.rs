@@ -1471,3 +1471,485 @@ async fn pods_are_objects_only_and_their_spec_can_change() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+// Protobuf (`application/vnd.kubernetes.protobuf`)
+
+mod protobuf {
+    use http_body_util::BodyExt;
+    use serde_json::{Value, json};
+    use testkit::apiserver::protobuf::{codec, split_watch_frame};
+    use testkit::apiserver::{ApiServer, Config};
+    use testkit::fixtures::newresource_crd;
+
+    const PB: &str = "application/vnd.kubernetes.protobuf";
+    const NS: &str = "default";
+
+    struct Answer {
+        code: u16,
+        content_type: String,
+        body: Vec<u8>,
+    }
+
+    impl Answer {
+        fn json(&self) -> Value {
+            serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+                panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body))
+            })
+        }
+        fn protobuf(&self) -> Value {
+            assert_eq!(
+                self.content_type,
+                PB,
+                "{}",
+                String::from_utf8_lossy(&self.body)
+            );
+            codec::decode_object(&self.body).expect("a protobuf object")
+        }
+    }
+
+    async fn call(
+        client: &kube::Client,
+        method: &str,
+        uri: &str,
+        content_type: &str,
+        accept: Option<&str>,
+        body: Vec<u8>,
+    ) -> anyhow::Result<Answer> {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", content_type);
+        if let Some(accept) = accept {
+            req = req.header("accept", accept);
+        }
+        let resp = client.send(req.body(body)?.map(Into::into)).await?;
+        let code = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = resp.into_body().collect().await?.to_bytes().to_vec();
+        Ok(Answer {
+            code,
+            content_type,
+            body,
+        })
+    }
+
+    /// One object of each of the 16 built-in kinds, exercising the special JSON forms
+    /// (quantities, int-or-string, times, bytes, inline embeddings, CRD schemas).
+    fn fixtures() -> Vec<(&'static str, Value)> {
+        vec![
+            (
+                "/api/v1/namespaces",
+                json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": "NAME", "labels": {"team": "a"}}}),
+            ),
+            (
+                "/api/v1/namespaces/default/serviceaccounts",
+                json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": "NAME"}, "automountServiceAccountToken": false,
+                "secrets": [{"name": "s"}]}),
+            ),
+            (
+                "/api/v1/namespaces/default/configmaps",
+                json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "NAME", "annotations": {"a": "b"}},
+                "data": {"mode": "fast"}, "binaryData": {"bin": "AAEC/w=="}}),
+            ),
+            (
+                "/api/v1/namespaces/default/pods",
+                json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "NAME", "labels": {"app": "x"}},
+                "spec": {"containers": [{"name": "c", "image": "i",
+                    "ports": [{"containerPort": 80, "protocol": "TCP", "name": "http"}],
+                    "resources": {"limits": {"cpu": "500m", "memory": "1Gi"}},
+                    "readinessProbe": {"httpGet": {"port": "http", "path": "/ready"}, "periodSeconds": 5},
+                    "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}}],
+                    "volumeMounts": [{"name": "v", "mountPath": "/v"}]}],
+                    "volumes": [{"name": "v", "configMap": {"name": "cm"}}],
+                    "terminationGracePeriodSeconds": 0}}),
+            ),
+            (
+                "/api/v1/namespaces/default/secrets",
+                json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "NAME"}, "type": "Opaque", "data": {"k": "c2VjcmV0"}}),
+            ),
+            (
+                "/api/v1/namespaces/default/services",
+                json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "NAME"},
+                "spec": {"selector": {"app": "x"}, "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}}),
+            ),
+            (
+                "/api/v1/namespaces/default/events",
+                json!({"apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": "NAME"},
+                "involvedObject": {"kind": "Lease", "name": "l", "namespace": NS},
+                "reason": "Elected", "message": "m", "count": 3, "type": "Normal",
+                "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:00:01Z",
+                "source": {"component": "leader-sidecar"}}),
+            ),
+            (
+                "/apis/events.k8s.io/v1/namespaces/default/events",
+                json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+                "metadata": {"name": "NAME"},
+                "eventTime": "2026-01-01T00:00:00.123456Z", "reportingController": "c",
+                "reportingInstance": "i", "action": "Elect", "reason": "Elected", "type": "Normal",
+                "regarding": {"kind": "Lease", "name": "l", "namespace": NS}}),
+            ),
+            (
+                "/apis/coordination.k8s.io/v1/namespaces/default/leases",
+                json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": "NAME"},
+                "spec": {"holderIdentity": "pod-a", "leaseDurationSeconds": 15, "leaseTransitions": 0,
+                    "acquireTime": "2026-01-01T00:00:00.000001Z", "renewTime": "2026-01-01T00:00:02.500000Z"}}),
+            ),
+            (
+                "/apis/apps/v1/namespaces/default/deployments",
+                json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "NAME"},
+                "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "x"}},
+                    "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 1}},
+                    "template": {"metadata": {"labels": {"app": "x"}},
+                        "spec": {"containers": [{"name": "c", "image": "i"}]}}}}),
+            ),
+            (
+                "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+                json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                "metadata": {"name": "NAME"},
+                "spec": {"minAvailable": "50%", "selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["x"]}]}}}),
+            ),
+            (
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                newresource_crd(),
+            ),
+            (
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles",
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": "NAME"},
+                "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get"], "resourceNames": ["l"]}]}),
+            ),
+            (
+                "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": "NAME"},
+                "rules": [{"nonResourceURLs": ["/healthz"], "verbs": ["get"]}]}),
+            ),
+            (
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings",
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "NAME"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
+                "subjects": [{"kind": "ServiceAccount", "name": "sa", "namespace": NS}]}),
+            ),
+            (
+                "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": "NAME"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "r"},
+                "subjects": [{"kind": "Group", "name": "g", "apiGroup": "rbac.authorization.k8s.io"}]}),
+            ),
+        ]
+    }
+
+    /// The fixture with a name (distinct per collection: core and events.k8s.io Events share
+    /// one storage).
+    fn named(mut object: Value, name: &str) -> Value {
+        // The CRD's name is fixed by its group and plural.
+        if object["kind"] != "CustomResourceDefinition" {
+            object["metadata"]["name"] = json!(name);
+        }
+        object
+    }
+
+    /// What differs between two creations of the same object.
+    fn comparable(mut object: Value) -> Value {
+        if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            for key in ["name", "uid", "resourceVersion", "creationTimestamp"] {
+                meta.remove(key);
+            }
+        }
+        if let Some(labels) = object
+            .pointer_mut("/metadata/labels")
+            .and_then(Value::as_object_mut)
+        {
+            labels.remove("kubernetes.io/metadata.name");
+        }
+        object
+    }
+
+    #[tokio::test]
+    async fn every_built_in_kind_round_trips_through_protobuf() -> anyhow::Result<()> {
+        let server = ApiServer::start(Config::default()).await?;
+        let client = server.admin_client();
+        for (collection, fixture) in fixtures() {
+            let kind = fixture["kind"].as_str().unwrap_or_default().to_string();
+            let is_crd = kind == "CustomResourceDefinition";
+            // JSON POST: the server's normalised object.
+            let from_json = call(
+                &client,
+                "POST",
+                collection,
+                "application/json",
+                None,
+                serde_json::to_vec(&named(
+                    fixture.clone(),
+                    &format!("via-json-{}", collection.len()),
+                ))?,
+            )
+            .await?;
+            assert_eq!(
+                from_json.code,
+                201,
+                "{kind}: {}",
+                String::from_utf8_lossy(&from_json.body)
+            );
+            let stored = from_json.json();
+            // JSON -> protobuf -> JSON is the identity on it.
+            let encoded = codec::encode_object(&stored)?;
+            assert_eq!(codec::decode_object(&encoded)?, stored, "{kind}");
+
+            // An Accept: protobuf GET answers the same object in protobuf.
+            let name = stored["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let item = format!("{collection}/{name}");
+            let got_json = call(&client, "GET", &item, "", None, Vec::new())
+                .await?
+                .json();
+            let got_pb = call(&client, "GET", &item, "", Some(PB), Vec::new()).await?;
+            assert_eq!(got_pb.code, 200);
+            assert_eq!(got_pb.protobuf(), got_json, "{kind}");
+            // So does a list, with its list kind.
+            let list_pb = call(&client, "GET", collection, "", Some(PB), Vec::new())
+                .await?
+                .protobuf();
+            let list_json = call(&client, "GET", collection, "", None, Vec::new())
+                .await?
+                .json();
+            assert_eq!(list_pb, list_json, "{kind} list");
+
+            if is_crd {
+                // Same name: remove it, then create it again from protobuf.
+                let gone = call(&client, "DELETE", &item, "", None, Vec::new()).await?;
+                assert_eq!(gone.code, 200);
+            }
+            // A protobuf POST creates the same object as the JSON POST (client's Accept:
+            // protobuf, as client-go's typed clients send).
+            let body = codec::encode_object(&named(
+                fixture.clone(),
+                &format!("via-pb-{}", collection.len()),
+            ))?;
+            let from_pb = call(
+                &client,
+                "POST",
+                collection,
+                PB,
+                Some(&format!("{PB}, application/json")),
+                body,
+            )
+            .await?;
+            assert_eq!(
+                from_pb.code,
+                201,
+                "{kind}: {:?}",
+                codec::decode_object(&from_pb.body)
+            );
+            let created = from_pb.protobuf();
+            assert_eq!(comparable(created), comparable(stored), "{kind}");
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn errors_malformed_bodies_and_custom_resources() -> anyhow::Result<()> {
+        let server = ApiServer::start(Config::default()).await?;
+        let client = server.admin_client();
+        let leases = "/apis/coordination.k8s.io/v1/namespaces/default/leases";
+
+        // An error is a protobuf Status when only protobuf is accepted.
+        let missing = call(
+            &client,
+            "GET",
+            &format!("{leases}/nope"),
+            "",
+            Some(PB),
+            Vec::new(),
+        )
+        .await?;
+        assert_eq!(missing.code, 404);
+        let status = missing.protobuf();
+        assert_eq!(
+            (
+                status["kind"].as_str(),
+                status["code"].as_i64(),
+                status["reason"].as_str()
+            ),
+            (Some("Status"), Some(404), Some("NotFound")),
+            "{status}"
+        );
+
+        // So is a 401 (authentication fails before anything else).
+        let stranger = testkit::apiserver::client_for(&server.url(), Some("no-such-token"));
+        let unauthorized = call(&stranger, "GET", leases, "", Some(PB), Vec::new()).await?;
+        assert_eq!(unauthorized.code, 401);
+        assert_eq!(unauthorized.protobuf()["reason"], "Unauthorized");
+
+        // Garbage and truncated bodies are 400 Status, never a crash.
+        let good = codec::encode_object(
+            &json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "t"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 5}}),
+        )?;
+        for body in [
+            b"garbage".to_vec(),
+            b"k8s\0\xff\xff".to_vec(),
+            good[..good.len() - 3].to_vec(),
+            codec::encode_unknown("v1", "NoSuchKind", b""),
+        ] {
+            let answer = call(&client, "POST", leases, PB, None, body).await?;
+            assert_eq!(
+                answer.code,
+                400,
+                "{}",
+                String::from_utf8_lossy(&answer.body)
+            );
+            assert_eq!(answer.json()["reason"], "BadRequest");
+        }
+        let created = call(&client, "POST", leases, PB, None, good).await?;
+        assert_eq!(
+            created.code,
+            201,
+            "{}",
+            String::from_utf8_lossy(&created.body)
+        );
+
+        // Custom resources have no protobuf form: a body is 415, an Accept of only protobuf 406
+        // (answered in JSON), protobuf-or-JSON falls back to JSON.
+        let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+        let crd = call(
+            &client,
+            "POST",
+            crds,
+            "application/json",
+            None,
+            serde_json::to_vec(&newresource_crd())?,
+        )
+        .await?;
+        assert_eq!(crd.code, 201);
+        let group = crd.json()["spec"]["group"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let version = crd.json()["spec"]["versions"][0]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let plural = crd.json()["spec"]["names"]["plural"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let kind = crd.json()["spec"]["names"]["kind"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let crs = format!("/apis/{group}/{version}/namespaces/default/{plural}");
+        let cr = json!({"apiVersion": format!("{group}/{version}"), "kind": kind, "metadata": {"name": "x"}});
+        let mut body = b"k8s\0".to_vec();
+        body.extend(serde_json::to_vec(&cr)?);
+        let refused = call(&client, "POST", &crs, PB, None, body).await?;
+        assert_eq!(
+            refused.code,
+            415,
+            "{}",
+            String::from_utf8_lossy(&refused.body)
+        );
+        assert_eq!(refused.json()["reason"], "UnsupportedMediaType");
+        let only_pb = call(&client, "GET", &crs, "", Some(PB), Vec::new()).await?;
+        assert_eq!(only_pb.code, 406);
+        assert_eq!(only_pb.json()["reason"], "NotAcceptable");
+        let either = call(
+            &client,
+            "GET",
+            &crs,
+            "",
+            Some(&format!("{PB}, application/json")),
+            Vec::new(),
+        )
+        .await?;
+        assert_eq!(
+            (either.code, either.content_type.as_str()),
+            (200, "application/json")
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn protobuf_watch_streams_length_prefixed_watch_events() -> anyhow::Result<()> {
+        let server = ApiServer::start(Config::default()).await?;
+        let client = server.admin_client();
+        let leases = "/apis/coordination.k8s.io/v1/namespaces/default/leases";
+        let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "w"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 5}});
+        let created = call(
+            &client,
+            "POST",
+            leases,
+            "application/json",
+            None,
+            serde_json::to_vec(&lease)?,
+        )
+        .await?;
+        assert_eq!(created.code, 201);
+        let req = http::Request::get(format!("{leases}?watch=1"))
+            .header("accept", format!("{PB}, application/json"))
+            .body(Vec::new())?;
+        let resp = client.send(req.map(Into::into)).await?;
+        assert_eq!(
+            resp.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("application/vnd.kubernetes.protobuf;stream=watch")
+        );
+        let mut body = resp.into_body();
+        let mut buffer: Vec<u8> = Vec::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut updated = false;
+        let mut events = Vec::new();
+        while events.len() < 2 {
+            if let Some(frame) = split_watch_frame(&buffer) {
+                let (event, object, rest) = frame?;
+                events.push((event, object));
+                buffer = rest.to_vec();
+                continue;
+            }
+            if !events.is_empty() && !updated {
+                let patch = json!({"spec": {"holderIdentity": "b"}});
+                let patched = call(
+                    &client,
+                    "PATCH",
+                    &format!("{leases}/w"),
+                    "application/merge-patch+json",
+                    None,
+                    serde_json::to_vec(&patch)?,
+                )
+                .await?;
+                assert_eq!(patched.code, 200);
+                updated = true;
+            }
+            let frame = tokio::time::timeout_at(deadline, body.frame()).await?;
+            let Some(frame) = frame else { break };
+            if let Ok(data) = frame?.into_data() {
+                buffer.extend_from_slice(&data);
+            }
+        }
+        assert_eq!(events[0].0, "ADDED");
+        assert_eq!(events[0].1, created.json());
+        assert_eq!(events[1].0, "MODIFIED");
+        assert_eq!(events[1].1["spec"]["holderIdentity"], "b");
+        Ok(())
+    }
+}

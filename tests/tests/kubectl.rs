@@ -56,8 +56,8 @@ async fn setup(bin: &Path) -> anyhow::Result<Setup> {
         "kubectl-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
-    // `create -f` rather than `create namespace`: the imperative generators send protobuf,
-    // which the in-memory server does not decode.
+    // `create -f` (JSON); `imperative_create_sends_protobuf_and_auth_can_i` covers the
+    // protobuf-sending `create namespace`.
     let manifest = format!(
         "{{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{{\"name\":\"{namespace}\"}}}}"
     );
@@ -470,6 +470,170 @@ async fn apply_merges_lists_by_key_with_strategic_merge_patch() -> anyhow::Resul
         )
         .await?;
         assert_eq!(generation, "2");
+    }
+    Ok(())
+}
+
+/// kubectl's imperative generators send protobuf bodies; the server decodes them as a real one
+/// does. Each object is read back as JSON.
+#[tokio::test]
+async fn imperative_create_sends_protobuf_and_auth_can_i() -> anyhow::Result<()> {
+    for bin in binaries() {
+        let s = setup(&bin).await?;
+        let (k, ns) = (&s.kubectl, s.namespace.as_str());
+        let extra = format!("{ns}-pb");
+        ok(k, &["create", "namespace", &extra]).await?;
+        ok(k, &["-n", ns, "create", "serviceaccount", "robot"]).await?;
+        ok(
+            k,
+            &[
+                "-n",
+                ns,
+                "create",
+                "role",
+                "reader",
+                "--verb=get",
+                "--resource=leases",
+            ],
+        )
+        .await?;
+        ok(
+            k,
+            &[
+                "-n",
+                ns,
+                "create",
+                "configmap",
+                "settings",
+                "--from-literal=mode=fast",
+            ],
+        )
+        .await?;
+
+        let get = |args: Vec<String>| async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let text = ok(k, &args).await?;
+            anyhow::Ok(serde_json::from_str::<serde_json::Value>(&text)?)
+        };
+        let namespace = get(vec![
+            "get".into(),
+            "namespace".into(),
+            extra.clone(),
+            "-o".into(),
+            "json".into(),
+        ])
+        .await?;
+        assert_eq!(namespace["metadata"]["name"], extra.as_str(), "{namespace}");
+        assert_eq!(namespace["status"]["phase"], "Active", "{namespace}");
+        let of = |kind: &str, name: &str| {
+            vec![
+                "-n".to_string(),
+                ns.to_string(),
+                "get".into(),
+                kind.into(),
+                name.into(),
+                "-o".into(),
+                "json".into(),
+            ]
+        };
+        let account = get(of("serviceaccount", "robot")).await?;
+        assert_eq!(account["metadata"]["namespace"], ns, "{account}");
+        let role = get(of("role", "reader")).await?;
+        assert_eq!(
+            role["rules"],
+            serde_json::json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get"]}]),
+            "{role}"
+        );
+        let config = get(of("configmap", "settings")).await?;
+        assert_eq!(
+            config["data"],
+            serde_json::json!({"mode": "fast"}),
+            "{config}"
+        );
+
+        if !use_real_cluster() {
+            // This server authorizes everything without --rbac (AlwaysAllow).
+            let yes = ok(k, &["-n", ns, "auth", "can-i", "get", "leases"]).await?;
+            assert_eq!(yes.trim(), "yes", "{bin:?}");
+        }
+    }
+    Ok(())
+}
+
+/// `auth can-i` against RBAC. kubectl reads credentials only for TLS servers, so against this
+/// plain-HTTP server it is `system:anonymous`: the test grants that user a narrow Role (and,
+/// as no bootstrap role does for anonymous, the right to review its own access).
+#[tokio::test]
+async fn auth_can_i_answers_from_rbac() -> anyhow::Result<()> {
+    if use_real_cluster() {
+        return Ok(());
+    }
+    for bin in binaries() {
+        let dir = TempDir::new("kubectl-can-i")?;
+        let server = ApiServerProcess::spawn(
+            Path::new(env!("CARGO_BIN_EXE_inmem-apiserver")),
+            &["--admin-token", "can-i-admin", "--rbac"],
+        )
+        .await?;
+        let path = dir.path().join("kubeconfig");
+        testkit::apiserver::write_kubeconfig(&path, &server.url, "can-i-admin")?;
+        let admin = testkit::apiserver::client_for(&server.url, Some("can-i-admin"));
+        let objects = [
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}),
+            serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": "lease-reader", "namespace": "team"},
+                "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get"]}]}),
+            serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "anonymous-reads", "namespace": "team"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lease-reader"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:anonymous"}]}),
+            serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": "self-review"},
+                "rules": [
+                    {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]},
+                    {"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/openapi", "/openapi/*"], "verbs": ["get"]}]}),
+            serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": "anonymous-self-review"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "self-review"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:anonymous"}]}),
+        ];
+        for object in objects {
+            let api_version = object["apiVersion"].as_str().unwrap_or_default();
+            let kind = object["kind"].as_str().unwrap_or_default();
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+            let resource = kube::api::ApiResource::from_gvk(&gvk);
+            let api: kube::Api<kube::api::DynamicObject> =
+                match object["metadata"]["namespace"].as_str() {
+                    Some(ns) => kube::Api::namespaced_with(admin.clone(), ns, &resource),
+                    None => kube::Api::all_with(admin.clone(), &resource),
+                };
+            let dynamic: kube::api::DynamicObject = serde_json::from_value(object)?;
+            api.create(&Default::default(), &dynamic).await?;
+        }
+        let k = Kubectl::new(&bin, &path);
+        let yes = ok(&k, &["-n", "team", "auth", "can-i", "get", "leases"]).await?;
+        assert_eq!(yes.trim(), "yes", "{bin:?}");
+        let no = k
+            .run(&["-n", "team", "auth", "can-i", "list", "leases"])
+            .await?;
+        assert_eq!(stdout(&no).trim(), "no", "{bin:?}: {}", describe(&no));
+        assert!(!no.status.success(), "can-i exits 1 for no");
+        let elsewhere = k
+            .run(&["-n", "default", "auth", "can-i", "get", "leases"])
+            .await?;
+        assert_eq!(stdout(&elsewhere).trim(), "no", "{}", describe(&elsewhere));
+        let list = ok(&k, &["-n", "team", "auth", "can-i", "--list"]).await?;
+        let lease_row = list
+            .lines()
+            .find(|l| l.starts_with("leases.coordination.k8s.io"))
+            .unwrap_or_default();
+        assert!(lease_row.contains("[get]"), "{list}");
+        assert!(
+            list.contains("selfsubjectaccessreviews.authorization.k8s.io"),
+            "{list}"
+        );
+        drop(server);
     }
     Ok(())
 }

@@ -235,8 +235,72 @@ fn role_rules(store: &Store, role_ref: &Value, binding_namespace: Option<&str>) 
 }
 
 /// Decides a request with RBAC over the stored objects.
+/// The rules of the bootstrap roles every cluster binds without stored RBAC objects, as far as
+/// this server models them: `system:public-info-viewer` (everybody), `system:discovery` and
+/// `system:basic-user` (authenticated users: their own access reviews).
+pub fn default_rules(user: &UserInfo) -> Vec<Value> {
+    let mut rules = vec![json!({
+        "verbs": ["get"],
+        "nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"],
+    })];
+    if user.is_authenticated() {
+        rules.push(json!({
+            "verbs": ["get"],
+            "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/openapi", "/openapi/*"],
+        }));
+        rules.push(json!({
+            "verbs": ["create"],
+            "apiGroups": ["authorization.k8s.io"],
+            "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+        }));
+    }
+    rules
+}
+
+/// Every rule that applies to `user` in `namespace`: `*` for `system:masters` (the real
+/// server's privileged-group authorizer), the bootstrap rules, then the rules of the
+/// ClusterRoleBindings and of the namespace's RoleBindings naming the user, in store order
+/// (what a `SelfSubjectRulesReview` lists).
+pub fn rules_for(store: &Store, user: &UserInfo, namespace: &str) -> Vec<Value> {
+    let mut rules = Vec::new();
+    if user.groups.iter().any(|g| g == "system:masters") {
+        rules.push(json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}));
+        rules.push(json!({"verbs": ["*"], "nonResourceURLs": ["*"]}));
+    }
+    rules.extend(default_rules(user));
+    for binding in store.all("rbac.authorization.k8s.io", "clusterrolebindings") {
+        let subjects = binding.get("subjects").and_then(Value::as_array);
+        if subjects.is_some_and(|s| s.iter().any(|s| subject_matches(s, user, None)))
+            && let Some(role_ref) = binding.get("roleRef")
+        {
+            rules.extend(role_rules(store, role_ref, None));
+        }
+    }
+    for binding in store.all("rbac.authorization.k8s.io", "rolebindings") {
+        if binding
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            != Some(namespace)
+        {
+            continue;
+        }
+        let subjects = binding.get("subjects").and_then(Value::as_array);
+        if subjects.is_some_and(|s| s.iter().any(|s| subject_matches(s, user, Some(namespace))))
+            && let Some(role_ref) = binding.get("roleRef")
+        {
+            rules.extend(role_rules(store, role_ref, Some(namespace)));
+        }
+    }
+    rules
+}
+
 pub fn rbac_allows(store: &Store, user: &UserInfo, request: &Request) -> bool {
     if user.groups.iter().any(|g| g == "system:masters") {
+        return true;
+    }
+    if matches!(request, Request::Resource { .. })
+        && default_rules(user).iter().any(|r| rule_allows(r, request))
+    {
         return true;
     }
     if let Request::NonResource { verb, path } = request

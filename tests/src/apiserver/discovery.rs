@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::access_review;
 use super::registry::ResourceType;
 use super::tokenrequest;
 
@@ -48,6 +49,10 @@ fn groups(types: &[Arc<ResourceType>]) -> BTreeMap<String, Vec<String>> {
     for versions in groups.values_mut() {
         versions.sort_by_key(|v| version_priority(v));
     }
+    // The access reviews are virtual resources, not stored types.
+    groups
+        .entry(access_review::GROUP.to_string())
+        .or_insert_with(|| vec![access_review::VERSION.to_string()]);
     groups
 }
 
@@ -109,6 +114,14 @@ pub fn resource_list(types: &[Arc<ResourceType>], group: &str, version: &str) ->
         .iter()
         .filter(|t| t.group == group && t.version == version)
         .collect();
+    if group == access_review::GROUP && version == access_review::VERSION {
+        return Some(json!({
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": format!("{group}/{version}"),
+            "resources": access_review::discovery_resources(),
+        }));
+    }
     if served.is_empty() {
         return None;
     }

@@ -13,12 +13,14 @@ use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+use super::access_review;
 use super::audit::{AuditLog, AuditRecord};
 use super::auth::{self, Authenticator, UserInfo};
 use super::conversion;
 use super::discovery;
 use super::faults::{Decision, FaultSpec, Faults, RequestFacts};
 use super::openapi;
+use super::protobuf::{self, Negotiated};
 use super::registry::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
@@ -52,6 +54,32 @@ fn json_response(code: u16, body: &Value) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// A response in Kubernetes' protobuf encoding.
+fn protobuf_response(code: u16, bytes: Vec<u8>, content_type: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)).boxed());
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// An error `Status` in the encoding `accept` prefers (JSON when negotiation fails, as the
+/// real server falls back).
+fn negotiated_error(accept: Option<&str>, protobuf_served: bool, err: &ApiError) -> Response<Body> {
+    if protobuf::negotiate(accept, protobuf_served) == Negotiated::Protobuf
+        && let Ok(bytes) = protobuf::encode(&err.to_status())
+    {
+        let mut resp = protobuf_response(err.code, bytes, protobuf::MEDIA_TYPE);
+        if let Some(secs) = err.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
+    error_response(err)
 }
 
 fn error_response(err: &ApiError) -> Response<Body> {
@@ -226,12 +254,20 @@ pub async fn handle(
         });
     }
 
+    // Built-in types (and paths that name none) have a protobuf form; custom resources not.
+    let protobuf_served = match &route {
+        Route::Resource(rp) => !state
+            .store
+            .lookup(&rp.group, &rp.version, &rp.plural)
+            .is_some_and(|rt| rt.is_custom()),
+        _ => false,
+    };
     let user = match state
         .auth
         .authenticate(authorization.as_deref(), &state.store)
     {
         Ok(u) => u,
-        Err(e) => return Ok(error_response(&e)),
+        Err(e) => return Ok(negotiated_error(accept.as_deref(), protobuf_served, &e)),
     };
 
     // What RBAC and the fault rules see of this request.
@@ -298,7 +334,7 @@ pub async fn handle(
             err.retry_after = retry_after;
             record.code = code;
             state.audit.push(record);
-            return Ok(error_response(&err));
+            return Ok(negotiated_error(accept.as_deref(), protobuf_served, &err));
         }
         Decision::Stall(id) => state.faults.hold_request(id, &user.name).await,
         Decision::Hang(id) => {
@@ -318,7 +354,7 @@ pub async fn handle(
         let err = auth::forbidden(&user, request);
         record.code = err.code;
         state.audit.push(record);
-        return Ok(error_response(&err));
+        return Ok(negotiated_error(accept.as_deref(), protobuf_served, &err));
     }
 
     let response = match route {
@@ -338,10 +374,11 @@ pub async fn handle(
                 token,
                 user_agent,
                 watch,
+                protobuf_served,
             };
             match resource_request(&ctx, &rp).await {
                 Ok(r) => r,
-                Err(e) => error_response(&e),
+                Err(e) => ctx.error(&e),
             }
         }
         other => non_resource(&state, &method, other, accept.as_deref()),
@@ -453,9 +490,54 @@ struct RequestContext {
     token: String,
     user_agent: String,
     watch: bool,
+    /// Whether the resource has a protobuf form (built-in types do, custom resources not).
+    protobuf_served: bool,
 }
 
 impl RequestContext {
+    fn media_type(&self) -> &str {
+        self.content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+    }
+
+    /// The request body as JSON, from JSON, YAML or (for built-in types) protobuf.
+    fn body(&self) -> Result<Value, ApiError> {
+        if self.media_type() != protobuf::MEDIA_TYPE {
+            return self.json_body();
+        }
+        if !self.protobuf_served {
+            return Err(ApiError::unsupported_media_type(protobuf::MEDIA_TYPE));
+        }
+        protobuf::decode_body(&self.body)
+    }
+
+    /// The answer's encoding; Tables and metadata-only answers stay JSON.
+    fn negotiated(&self) -> Negotiated {
+        match self.representation() {
+            Representation::Object => {
+                protobuf::negotiate(self.accept.as_deref(), self.protobuf_served)
+            }
+            _ => Negotiated::Json,
+        }
+    }
+
+    /// An answer in the encoding the client prefers.
+    fn respond(&self, code: u16, body: &Value) -> Response<Body> {
+        if self.negotiated() == Negotiated::Protobuf
+            && let Ok(bytes) = protobuf::encode(body)
+        {
+            return protobuf_response(code, bytes, protobuf::MEDIA_TYPE);
+        }
+        json_response(code, body)
+    }
+
+    fn error(&self, err: &ApiError) -> Response<Body> {
+        negotiated_error(self.accept.as_deref(), self.protobuf_served, err)
+    }
+
     /// The request body as JSON; `application/yaml` bodies are accepted like the real server.
     fn json_body(&self) -> Result<Value, ApiError> {
         let media = self
@@ -516,24 +598,32 @@ fn token_request(ctx: &RequestContext, rp: &ResourcePath) -> Result<Response<Bod
         )));
     }
     reject_dry_run(&ctx.query)?;
-    let media = ctx
-        .content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim();
     // kubectl's typed client (`kubectl create token`) sends protobuf.
-    let body = if media == tokenrequest::PROTOBUF {
-        tokenrequest::decode_protobuf(&ctx.body)?
-    } else {
-        ctx.json_body()?
-    };
+    let body = ctx.body()?;
     let state = &ctx.state;
     let created = state
         .auth
         .bound
         .create(&state.store, namespace, name, body)?;
-    Ok(json_response(201, &created))
+    Ok(ctx.respond(201, &created))
+}
+
+/// `selfsubjectaccessreviews` and `selfsubjectrulesreviews`: only `create` (POST), cluster-scoped.
+fn access_review(ctx: &RequestContext, rp: &ResourcePath) -> Result<Response<Body>, ApiError> {
+    if rp.namespace.is_some() || rp.subresource.is_some() {
+        return Err(path_not_found());
+    }
+    if ctx.method != Method::POST || ctx.watch || rp.name.is_some() {
+        return Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({})",
+            ctx.method
+        )));
+    }
+    reject_dry_run(&ctx.query)?;
+    let state = &ctx.state;
+    let answer =
+        access_review::review(&state.store, state.rbac, &ctx.user, &rp.plural, ctx.body()?)?;
+    Ok(ctx.respond(201, &answer))
 }
 
 async fn resource_request(
@@ -541,6 +631,12 @@ async fn resource_request(
     rp: &ResourcePath,
 ) -> Result<Response<Body>, ApiError> {
     let state = &ctx.state;
+    if ctx.negotiated() == Negotiated::NotAcceptable {
+        return Err(protobuf::not_acceptable(ctx.protobuf_served));
+    }
+    if access_review::serves(&rp.group, &rp.version, &rp.plural) {
+        return access_review(ctx, rp);
+    }
     let Some(rt) = state.store.lookup(&rp.group, &rp.version, &rp.plural) else {
         return Err(path_not_found());
     };
@@ -577,7 +673,7 @@ async fn resource_request(
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            Ok(json_response(
+            Ok(ctx.respond(
                 200,
                 &match ctx.representation() {
                     Representation::Object => object,
@@ -631,7 +727,7 @@ async fn resource_request(
                     })
                 }
             };
-            Ok(json_response(200, &body))
+            Ok(ctx.respond(200, &body))
         }
         ("POST", None) => {
             if subresource != Subresource::Main || (rt.namespaced && ns.is_none()) {
@@ -639,15 +735,14 @@ async fn resource_request(
                     "the server does not allow this method on the requested resource",
                 ));
             }
-            let created = state.store.create(&rt, ns, ctx.json_body()?)?;
-            Ok(json_response(201, &created))
+            let created = state.store.create(&rt, ns, ctx.body()?)?;
+            Ok(ctx.respond(201, &created))
         }
         ("PUT", Some(name)) => {
-            let (object, created) =
-                state
-                    .store
-                    .update(&rt, ns, name, ctx.json_body()?, subresource)?;
-            Ok(json_response(if created { 201 } else { 200 }, &object))
+            let (object, created) = state
+                .store
+                .update(&rt, ns, name, ctx.body()?, subresource)?;
+            Ok(ctx.respond(if created { 201 } else { 200 }, &object))
         }
         ("PATCH", Some(name)) => {
             let media = ctx
@@ -680,22 +775,22 @@ async fn resource_request(
                 other => return Err(ApiError::unsupported_media_type(other)),
             };
             let patched = state.store.patch(&rt, ns, name, &patch, subresource)?;
-            Ok(json_response(200, &patched))
+            Ok(ctx.respond(200, &patched))
         }
         ("DELETE", Some(name)) => {
             let body = if ctx.body.is_empty() {
                 json!({})
             } else {
-                ctx.json_body()?
+                ctx.body()?
             };
             let preconditions = store::preconditions_from_body(&body);
             let deleted = state.store.delete(&rt, ns, name, &preconditions)?;
             let still_there = deleted.pointer("/metadata/deletionTimestamp").is_some()
                 && state.store.get(&rt, ns, name).is_ok();
             if rt.return_deleted_object || still_there {
-                Ok(json_response(200, &deleted))
+                Ok(ctx.respond(200, &deleted))
             } else {
-                Ok(json_response(
+                Ok(ctx.respond(
                     200,
                     &json!({
                         "kind": "Status",
@@ -715,7 +810,7 @@ async fn resource_request(
         ("DELETE", None) => {
             let options = list_options(&rt, &ctx.query)?;
             let deleted = state.store.delete_collection(&rt, ns, &options)?;
-            Ok(json_response(
+            Ok(ctx.respond(
                 200,
                 &json!({
                     "kind": rt.list_kind,
@@ -782,6 +877,20 @@ fn watch_line(event: &str, object: Value) -> Bytes {
     Bytes::from(line)
 }
 
+/// One watch event: a JSON line, or a length-prefixed protobuf `WatchEvent` frame.
+fn watch_event(protobuf: bool, event: &str, object: Value) -> Bytes {
+    if !protobuf {
+        return watch_line(event, object);
+    }
+    match protobuf::watch_frame(event, &object) {
+        Ok(frame) => Bytes::from(frame),
+        Err(e) => {
+            let status = ApiError::new(500, "InternalError", e.to_string()).to_status();
+            Bytes::from(protobuf::watch_frame("ERROR", &status).unwrap_or_default())
+        }
+    }
+}
+
 fn render(rt: &ResourceType, repr: Representation, object: Value) -> Value {
     match repr {
         Representation::Object => object,
@@ -830,7 +939,9 @@ fn watch(
         ),
     };
 
+    let protobuf = ctx.negotiated() == Negotiated::Protobuf;
     let options = WatchOptions {
+        protobuf,
         filter,
         repr: ctx.representation(),
         bookmarks: ctx.query.flag("allowWatchBookmarks"),
@@ -844,19 +955,28 @@ fn watch(
         Ok(start) => Ok(stream_watch(state, options, start)),
         // As the real watch cache does: 200, then one ERROR event with the 410 Status.
         Err(e) if e.code == 410 => {
-            let mut r = Response::new(Full::new(watch_line("ERROR", e.to_status())).boxed());
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            let mut r =
+                Response::new(Full::new(watch_event(protobuf, "ERROR", e.to_status())).boxed());
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, watch_content_type(protobuf));
             Ok(r)
         }
         Err(e) => Err(e),
     }
 }
 
+fn watch_content_type(protobuf: bool) -> HeaderValue {
+    HeaderValue::from_static(if protobuf {
+        protobuf::WATCH_MEDIA_TYPE
+    } else {
+        "application/json"
+    })
+}
+
 /// How one watch stream behaves.
 struct WatchOptions {
+    /// Frames of protobuf `WatchEvent`s instead of JSON lines.
+    protobuf: bool,
     filter: WatchFilter,
     repr: Representation,
     bookmarks: bool,
@@ -872,6 +992,7 @@ struct WatchOptions {
 fn stream_watch(state: Arc<State>, options: WatchOptions, start: WatchStart) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let WatchOptions {
+        protobuf,
         filter,
         repr,
         bookmarks,
@@ -895,14 +1016,15 @@ fn stream_watch(state: Arc<State>, options: WatchOptions, start: WatchStart) -> 
             if end_of_initial {
                 metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
             }
-            watch_line(
+            watch_event(
+                protobuf,
                 "BOOKMARK",
                 json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": metadata}),
             )
         };
         for object in initial.into_iter().filter(|o| filter.matches(o)) {
             if tx
-                .send(watch_line("ADDED", render(&rt, repr, object)))
+                .send(watch_event(protobuf, "ADDED", render(&rt, repr, object)))
                 .await
                 .is_err()
             {
@@ -916,7 +1038,11 @@ fn stream_watch(state: Arc<State>, options: WatchOptions, start: WatchStart) -> 
             progress = progress.max(change.resource_version);
             if let Some((event, object)) = filter.translate(&change)
                 && tx
-                    .send(watch_line(event.as_str(), render(&rt, repr, object)))
+                    .send(watch_event(
+                        protobuf,
+                        event.as_str(),
+                        render(&rt, repr, object),
+                    ))
                     .await
                     .is_err()
             {
@@ -966,7 +1092,7 @@ fn stream_watch(state: Arc<State>, options: WatchOptions, start: WatchStart) -> 
                         }
                         progress = change.resource_version;
                         if let Some((event, object)) = filter.translate(&change) {
-                            let line = watch_line(event.as_str(), render(&rt, repr, object));
+                            let line = watch_event(protobuf, event.as_str(), render(&rt, repr, object));
                             if holding.is_some() {
                                 held.push_back(line);
                                 state.faults.event_held();
@@ -998,10 +1124,8 @@ fn stream_watch(state: Arc<State>, options: WatchOptions, start: WatchStart) -> 
             .map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), rx))
     });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, watch_content_type(protobuf));
     r
 }
 

@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access_review;
 pub mod audit;
 pub mod auth;
 pub mod conversion;
@@ -21,6 +22,7 @@ pub mod faults;
 pub mod fields;
 pub mod http;
 pub mod openapi;
+pub mod protobuf;
 pub mod registry;
 pub mod selectors;
 pub mod status;

@@ -179,9 +179,9 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            // The real server also takes application/vnd.kubernetes.protobuf for built-in
-            // types; this one does not (kubectl's imperative `create <type>` generators send
-            // protobuf; `create -f`/`apply` send JSON).
+            // Built-in types also take application/vnd.kubernetes.protobuf (see
+            // `protobuf`), which the real server lists here too; this message names the types
+            // every resource, custom ones included, accepts.
             format!(
                 "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type})"
             ),
