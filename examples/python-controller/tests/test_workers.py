@@ -98,20 +98,24 @@ class WindowTests(unittest.TestCase):
         self.assertTrue(all(p[4] == 200 for p in self.api.puts()))
         self.assert_only_allowed_requests()
 
-    def test_a_conflict_is_retried_once_the_watch_brings_the_newer_object(self):
-        logs = capture_logs(self)
-        old = self.api.create("default", "a")
+    def someone_else_writes_first(self):
+        """A PUT hook: while our first PUT is on its way, a user changes the object, and the
+        watch is slow (it holds the change back)."""
         fired = []
 
-        def someone_else_writes_first(body):
-            # While our PUT is on its way, a user changes the object, and the watch is slow.
+        def hook(body):
             if not fired:
                 fired.append(True)
                 self.api.hold_events = True
                 self.api.change_spec("default/a", "changed")
             return None
 
-        self.api.put_hook = someone_else_writes_first
+        return hook
+
+    def test_a_conflict_is_retried_once_the_watch_brings_the_newer_object(self):
+        logs = capture_logs(self)
+        old = self.api.create("default", "a")
+        self.api.put_hook = self.someone_else_writes_first()
         self.window(granted())
 
         # The write based on the old read fails with 409...
@@ -165,16 +169,7 @@ class WindowTests(unittest.TestCase):
 
     def test_a_conflict_on_a_live_object_is_still_a_conflict_after_the_re_read(self):
         self.api.create("default", "a")
-        fired = []
-
-        def someone_else_writes_first(body):
-            if not fired:
-                fired.append(True)
-                self.api.hold_events = True
-                self.api.change_spec("default/a", "changed")
-            return None
-
-        self.api.put_hook = someone_else_writes_first
+        self.api.put_hook = self.someone_else_writes_first()
         self.window(granted())
         self.metrics.wait(lambda o: ("error", "conflict") in o, "a conflict")
         reread = [r for r in self.api.requests if r[2].get("fieldSelector") == "metadata.name=a"]

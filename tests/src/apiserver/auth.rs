@@ -268,6 +268,14 @@ pub fn rules_for(store: &Store, user: &UserInfo, namespace: &str) -> Vec<Value> 
         rules.push(json!({"verbs": ["*"], "nonResourceURLs": ["*"]}));
     }
     rules.extend(default_rules(user));
+    rules.extend(bound_rules(store, user, Some(namespace)));
+    rules
+}
+
+/// The rules of the ClusterRoleBindings naming `user`, then, with a namespace, of that
+/// namespace's RoleBindings naming it, in store order.
+fn bound_rules(store: &Store, user: &UserInfo, namespace: Option<&str>) -> Vec<Value> {
+    let mut rules = Vec::new();
     for binding in store.all("rbac.authorization.k8s.io", "clusterrolebindings") {
         let subjects = binding.get("subjects").and_then(Value::as_array);
         if subjects.is_some_and(|s| s.iter().any(|s| subject_matches(s, user, None)))
@@ -276,6 +284,9 @@ pub fn rules_for(store: &Store, user: &UserInfo, namespace: &str) -> Vec<Value> 
             rules.extend(role_rules(store, role_ref, None));
         }
     }
+    let Some(namespace) = namespace else {
+        return rules;
+    };
     for binding in store.all("rbac.authorization.k8s.io", "rolebindings") {
         if binding
             .pointer("/metadata/namespace")
@@ -308,43 +319,15 @@ pub fn rbac_allows(store: &Store, user: &UserInfo, request: &Request) -> bool {
     {
         return true;
     }
-    for binding in store.all("rbac.authorization.k8s.io", "clusterrolebindings") {
-        let subjects = binding.get("subjects").and_then(Value::as_array);
-        if subjects.is_some_and(|s| s.iter().any(|s| subject_matches(s, user, None)))
-            && let Some(role_ref) = binding.get("roleRef")
-            && role_rules(store, role_ref, None)
-                .iter()
-                .any(|r| rule_allows(r, request))
-        {
-            return true;
-        }
-    }
-    let Request::Resource {
-        namespace: Some(namespace),
-        ..
-    } = request
-    else {
-        return false;
+    // Namespaced requests are also allowed by the namespace's RoleBindings; cluster-scoped and
+    // non-resource ones only by ClusterRoleBindings.
+    let namespace = match request {
+        Request::Resource { namespace, .. } => namespace.as_deref(),
+        Request::NonResource { .. } => None,
     };
-    for binding in store.all("rbac.authorization.k8s.io", "rolebindings") {
-        if binding
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            != Some(namespace)
-        {
-            continue;
-        }
-        let subjects = binding.get("subjects").and_then(Value::as_array);
-        if subjects.is_some_and(|s| s.iter().any(|s| subject_matches(s, user, Some(namespace))))
-            && let Some(role_ref) = binding.get("roleRef")
-            && role_rules(store, role_ref, Some(namespace))
-                .iter()
-                .any(|r| rule_allows(r, request))
-        {
-            return true;
-        }
-    }
-    false
+    bound_rules(store, user, namespace)
+        .iter()
+        .any(|r| rule_allows(r, request))
 }
 
 /// The 403 Status the real authorizer returns.
