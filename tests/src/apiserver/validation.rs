@@ -434,39 +434,26 @@ fn validate_event(object: &Value, events_v1: bool, write: Write, errors: &mut Ve
         if controller.is_empty() {
             errors.push(FieldError::required(reporting_field, ""));
         }
-        let instance = text("reportingInstance", "reportingInstance");
-        if instance.is_empty() {
-            errors.push(FieldError::required("reportingInstance", ""));
-        }
-        if instance.len() > EVENT_REPORTING_INSTANCE_LIMIT {
-            errors.push(FieldError::invalid(
-                "reportingInstance",
-                &Value::String(String::new()),
-                format!("can have at most {EVENT_REPORTING_INSTANCE_LIMIT} characters"),
-            ));
-        }
-        let action = text("action", "action");
-        if action.is_empty() {
-            errors.push(FieldError::required("action", ""));
-        }
-        if action.len() > EVENT_ACTION_LIMIT {
-            errors.push(FieldError::invalid(
-                "action",
-                &Value::String(String::new()),
-                format!("can have at most {EVENT_ACTION_LIMIT} characters"),
-            ));
-        }
-        let reason = text("reason", "reason");
-        if reason.is_empty() {
-            errors.push(FieldError::required("reason", ""));
-        }
-        if reason.len() > EVENT_REASON_LIMIT {
-            errors.push(FieldError::invalid(
-                "reason",
-                &Value::String(String::new()),
-                format!("can have at most {EVENT_REASON_LIMIT} characters"),
-            ));
-        }
+        // Required, and at most `limit` characters.
+        let mut bounded = |field: &str, value: String, limit: usize| {
+            if value.is_empty() {
+                errors.push(FieldError::required(field, ""));
+            }
+            if value.len() > limit {
+                errors.push(FieldError::invalid(
+                    field,
+                    &Value::String(String::new()),
+                    format!("can have at most {limit} characters"),
+                ));
+            }
+        };
+        bounded(
+            "reportingInstance",
+            text("reportingInstance", "reportingInstance"),
+            EVENT_REPORTING_INSTANCE_LIMIT,
+        );
+        bounded("action", text("action", "action"), EVENT_ACTION_LIMIT);
+        bounded("reason", text("reason", "reason"), EVENT_REASON_LIMIT);
         if text("message", "note").len() > EVENT_NOTE_LIMIT {
             errors.push(FieldError::invalid(
                 "message",

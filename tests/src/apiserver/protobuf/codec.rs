@@ -395,6 +395,25 @@ fn embedded_json(raw: Option<&[u8]>) -> Result<Value> {
 }
 
 /// The JSON form of the types Kubernetes encodes differently in JSON, or `None` for the rest.
+/// `JSONSchemaPropsOrArray`/`OrStringArray`: the list in field 2 when it has items (each
+/// decoded by `item`), else the schema in field 1, else null.
+fn schema_or_list(
+    parts: &Parts<'_>,
+    depth: usize,
+    item: impl Fn(&[u8]) -> Result<Value>,
+) -> Result<Value> {
+    let list: Vec<&[u8]> = parts.all(2).collect();
+    if !list.is_empty() {
+        return Ok(Value::Array(
+            list.into_iter().map(item).collect::<Result<_>>()?,
+        ));
+    }
+    match parts.last(1) {
+        Some(b) => schema_props(b, depth),
+        None => Ok(Value::Null),
+    }
+}
+
 fn decode_special(name: &str, bytes: &[u8], depth: usize) -> Option<Result<Value>> {
     let special = matches!(
         name,
@@ -433,40 +452,12 @@ fn decode_special(name: &str, bytes: &[u8], depth: usize) -> Option<Result<Value
                 }
             }
             FIELDS_V1 | RAW_EXTENSION | EXT_JSON => embedded_json(parts.last(1))?,
-            OR_ARRAY => {
-                let list: Vec<&[u8]> = parts.all(2).collect();
-                if list.is_empty() {
-                    match parts.last(1) {
-                        Some(b) => schema_props(b, depth)?,
-                        None => Value::Null,
-                    }
-                } else {
-                    Value::Array(
-                        list.into_iter()
-                            .map(|b| schema_props(b, depth))
-                            .collect::<Result<_>>()?,
-                    )
-                }
-            }
+            OR_ARRAY => schema_or_list(&parts, depth, |b| schema_props(b, depth))?,
             OR_BOOL => match parts.last(2) {
                 Some(b) => schema_props(b, depth)?,
                 None => Value::Bool(parts.varint(1).is_some_and(|v| v != 0)),
             },
-            OR_STRING_ARRAY => {
-                let list: Vec<&[u8]> = parts.all(2).collect();
-                if list.is_empty() {
-                    match parts.last(1) {
-                        Some(b) => schema_props(b, depth)?,
-                        None => Value::Null,
-                    }
-                } else {
-                    Value::Array(
-                        list.into_iter()
-                            .map(|b| utf8(b).map(Value::String))
-                            .collect::<Result<_>>()?,
-                    )
-                }
-            }
+            OR_STRING_ARRAY => schema_or_list(&parts, depth, |b| utf8(b).map(Value::String))?,
             _ => Value::Null,
         })
     })
