@@ -130,27 +130,6 @@ pub enum Request {
     },
 }
 
-/// Paths every caller may read, as the default `system:public-info-viewer` and (for
-/// authenticated users) `system:discovery` ClusterRoles allow.
-fn default_non_resource_allowed(user: &UserInfo, verb: &str, path: &str) -> bool {
-    if verb != "get" {
-        return false;
-    }
-    let public = ["/version", "/healthz", "/livez", "/readyz"];
-    if public
-        .iter()
-        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
-    {
-        return true;
-    }
-    let discovery = path == "/api"
-        || path.starts_with("/api/")
-        || path == "/apis"
-        || path.starts_with("/apis/")
-        || path.starts_with("/openapi");
-    discovery && user.is_authenticated()
-}
-
 fn subject_matches(subject: &Value, user: &UserInfo, binding_namespace: Option<&str>) -> bool {
     let kind = str_at(subject, "kind");
     let name = str_at(subject, "name");
@@ -234,7 +213,6 @@ fn role_rules(store: &Store, role_ref: &Value, binding_namespace: Option<&str>) 
         .unwrap_or_default()
 }
 
-/// Decides a request with RBAC over the stored objects.
 /// The rules of the bootstrap roles every cluster binds without stored RBAC objects, as far as
 /// this server models them: `system:public-info-viewer` (everybody), `system:discovery` and
 /// `system:basic-user` (authenticated users: their own access reviews).
@@ -305,18 +283,12 @@ fn bound_rules(store: &Store, user: &UserInfo, namespace: Option<&str>) -> Vec<V
     rules
 }
 
+/// Decides a request with RBAC over the stored objects and the bootstrap rules.
 pub fn rbac_allows(store: &Store, user: &UserInfo, request: &Request) -> bool {
     if user.groups.iter().any(|g| g == "system:masters") {
         return true;
     }
-    if matches!(request, Request::Resource { .. })
-        && default_rules(user).iter().any(|r| rule_allows(r, request))
-    {
-        return true;
-    }
-    if let Request::NonResource { verb, path } = request
-        && default_non_resource_allowed(user, verb, path)
-    {
+    if default_rules(user).iter().any(|r| rule_allows(r, request)) {
         return true;
     }
     // Namespaced requests are also allowed by the namespace's RoleBindings; cluster-scoped and

@@ -71,19 +71,20 @@ fn negotiated_error(accept: Option<&str>, protobuf_served: bool, err: &ApiError)
     if protobuf::negotiate(accept, protobuf_served) == Negotiated::Protobuf
         && let Ok(bytes) = protobuf::encode(&err.to_status())
     {
-        let mut resp = protobuf_response(err.code, bytes, protobuf::MEDIA_TYPE);
-        if let Some(secs) = err.retry_after
-            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-        {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return resp;
+        return with_retry_after(
+            protobuf_response(err.code, bytes, protobuf::MEDIA_TYPE),
+            err,
+        );
     }
     error_response(err)
 }
 
 fn error_response(err: &ApiError) -> Response<Body> {
-    let mut resp = json_response(err.code, &err.to_status());
+    with_retry_after(json_response(err.code, &err.to_status()), err)
+}
+
+/// The error's `Retry-After` header (429s and injected faults), if it has one.
+fn with_retry_after(mut resp: Response<Body>, err: &ApiError) -> Response<Body> {
     if let Some(secs) = err.retry_after
         && let Ok(v) = HeaderValue::from_str(&secs.to_string())
     {
@@ -540,12 +541,7 @@ impl RequestContext {
 
     /// The request body as JSON; `application/yaml` bodies are accepted like the real server.
     fn json_body(&self) -> Result<Value, ApiError> {
-        let media = self
-            .content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim();
+        let media = self.media_type();
         let malformed = |e: String| {
             ApiError::bad_request(format!(
                 "the object provided is unrecognized or malformed: {e}"
@@ -745,13 +741,7 @@ async fn resource_request(
             Ok(ctx.respond(if created { 201 } else { 200 }, &object))
         }
         ("PATCH", Some(name)) => {
-            let media = ctx
-                .content_type
-                .split(';')
-                .next()
-                .unwrap_or_default()
-                .trim();
-            let patch = match media {
+            let patch = match ctx.media_type() {
                 "application/merge-patch+json" => Patch::Merge(ctx.json_body()?),
                 "application/json-patch+json" => Patch::Json(ctx.json_body()?),
                 // The real server refuses strategic merge for custom resources.
