@@ -55,8 +55,6 @@ struct Inner {
     /// path neither allocates nor hashes.
     http_hot: Vec<(&'static str, u16, Counter)>,
     watchers: Gauge,
-    /// Held so the registry's series lives as long as the metrics; set once at start.
-    _renew_deadline: Gauge<f64, AtomicU64>,
 }
 
 /// Paths and codes of the leader API whose counters are resolved up front.
@@ -110,12 +108,13 @@ impl Metrics {
             "Open /leader/watch streams",
             watchers.clone(),
         );
+        // Set once here; the registry holds the only handle it needs.
         let renew_deadline_gauge = Gauge::<f64, AtomicU64>::default();
         renew_deadline_gauge.set(renew_deadline.as_secs_f64());
         registry.register(
             "leader_sidecar_renew_deadline_seconds",
             "The configured --renew-deadline: the leader steps down this long after its last successful renew",
-            renew_deadline_gauge.clone(),
+            renew_deadline_gauge,
         );
         let mut http_hot = Vec::new();
         for path in HOT_PATHS {
@@ -140,7 +139,6 @@ impl Metrics {
                 http_requests,
                 http_hot,
                 watchers,
-                _renew_deadline: renew_deadline_gauge,
             }),
         };
         m.set_leader(false);
