@@ -1,107 +1,91 @@
-//! Probes and metrics: `/metrics` on `--metrics-bind-address`, `/healthz` and `/readyz` on
-//! `--health-probe-bind-address`, served by the sidecar's small HTTP loop.
+//! Probes: `/healthz` and `/readyz` on `--health-probe-bind-address` (and `/metrics` on
+//! `--metrics-bind-address`), answered by `plumbing::probes`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
-use leader_sidecar::http::{Body, error, text};
-use leader_sidecar::runner::Heartbeat;
+use leader_client::LeadershipGate;
+use plumbing::probes::Probes;
 use tokio::time::Instant;
-
-use crate::gate::LeadershipGate;
-use crate::metrics::Metrics;
 
 /// Connections served at once on each admin port.
 pub const MAX_CONNECTIONS: usize = 64;
 
 /// What the probes report on.
 #[derive(Clone)]
-pub struct Probes {
+pub struct ControllerProbes {
     pub gate: LeadershipGate,
     /// Whether readiness depends on the sidecar (`--leader-elect`).
     pub needs_sidecar: bool,
     /// The last API check succeeded.
     pub api_ok: Arc<AtomicBool>,
-    /// Beaten by the gate follower; `None` without leader election.
-    pub heartbeat: Option<Arc<Heartbeat>>,
-    /// `/healthz` fails when the follower has not run for this long.
+    /// `/healthz` fails when the gate's follower has not run for this long.
     pub wedged_after: Duration,
 }
 
-impl Probes {
-    /// `Ok` when live, else the reason.
-    pub fn healthy(&self, now: Instant) -> Result<(), String> {
-        match &self.heartbeat {
-            Some(h) if h.age(now) >= self.wedged_after => Err(format!(
+impl Probes for ControllerProbes {
+    /// Live unless the leadership follower is wedged (without leader election there is none).
+    fn healthy(&self, now: Instant) -> Result<(), String> {
+        match self.gate.follower_idle(now) {
+            Some(idle) if idle >= self.wedged_after => Err(format!(
                 "the leadership follower has not run for {}ms",
-                h.age(now).as_millis()
+                idle.as_millis()
             )),
             _ => Ok(()),
         }
     }
 
-    /// `Ok` when connected to the sidecar and the API (a standby is ready too).
-    pub fn ready(&self) -> Result<(), &'static str> {
+    /// Ready when connected to the sidecar and the API (a standby is ready too).
+    fn ready(&self) -> Result<(), String> {
         if self.needs_sidecar && !self.gate.reachable() {
-            return Err("the leader sidecar is not reachable");
+            return Err("the leader sidecar is not reachable".into());
         }
         if !self.api_ok.load(Ordering::Relaxed) {
-            return Err("the Kubernetes API is not reachable (or newresources cannot be listed)");
+            return Err(
+                "the Kubernetes API is not reachable (or newresources cannot be listed)".into(),
+            );
         }
         Ok(())
     }
+}
 
-    pub async fn handle(self, req: Request<Incoming>) -> Response<Body> {
-        if let Some(r) = only_get(&req) {
-            return r;
+#[cfg(test)]
+mod tests {
+    use leader_client::gate::GateView;
+
+    use super::*;
+
+    fn probes(gate: LeadershipGate, api_ok: bool) -> ControllerProbes {
+        ControllerProbes {
+            gate,
+            needs_sidecar: true,
+            api_ok: Arc::new(AtomicBool::new(api_ok)),
+            wedged_after: Duration::from_secs(10),
         }
-        match req.uri().path() {
-            "/healthz" => match self.healthy(Instant::now()) {
-                Ok(()) => ok(),
-                Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, &why),
-            },
-            "/readyz" => match self.ready() {
-                Ok(()) => ok(),
-                Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, why),
-            },
-            other => error(StatusCode::NOT_FOUND, &format!("no such path: {other}")),
-        }
     }
-}
 
-/// Serves `/metrics`.
-pub async fn handle_metrics(metrics: Metrics, req: Request<Incoming>) -> Response<Body> {
-    if let Some(r) = only_get(&req) {
-        return r;
-    }
-    match req.uri().path() {
-        "/metrics" => text(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
-        ),
-        other => error(StatusCode::NOT_FOUND, &format!("no such path: {other}")),
-    }
-}
+    #[tokio::test(start_paused = true)]
+    async fn a_wedged_follower_fails_liveness_and_an_unreachable_sidecar_readiness() {
+        let (publisher, gate) = LeadershipGate::new();
+        let p = probes(gate, true);
+        assert_eq!(p.ready(), Err("the leader sidecar is not reachable".into()));
+        publisher.publish(GateView {
+            grant: None,
+            reachable: true,
+        });
+        assert_eq!(p.ready(), Ok(()));
+        publisher.beat(Instant::now());
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(p.healthy(Instant::now()), Ok(()));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            p.healthy(Instant::now()),
+            Err("the leadership follower has not run for 10000ms".into())
+        );
 
-fn only_get(req: &Request<Incoming>) -> Option<Response<Body>> {
-    if req.method() == Method::GET || req.method() == Method::HEAD {
-        return None;
+        let without_leader_election = probes(LeadershipGate::always_open(), false);
+        assert_eq!(without_leader_election.healthy(Instant::now()), Ok(()));
+        assert!(without_leader_election.ready().is_err());
     }
-    let mut r = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "only GET and HEAD are served here",
-    );
-    r.headers_mut().insert(
-        http::header::ALLOW,
-        http::HeaderValue::from_static("GET, HEAD"),
-    );
-    Some(r)
-}
-
-fn ok() -> Response<Body> {
-    text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into())
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand};
-use leader_sidecar::cli::{LogFormat, parse_duration};
+use plumbing::cli::{LogFormat, parse_duration};
 
 /// Reconciles NewResource objects (apps.newresource.com/v1alpha1) while the leader sidecar in the
 /// same pod grants leadership.
@@ -129,7 +129,8 @@ impl Args {
             return Err("--leader-poll-interval must be positive".into());
         }
         let leader_url = if self.leader_elect {
-            crate::sidecar_client::SidecarClient::new(&self.leader_url)?;
+            leader_client::SidecarClient::new(&self.leader_url)
+                .map_err(|e| format!("--leader-url: {e}"))?;
             Some(self.leader_url)
         } else {
             None

@@ -3,20 +3,16 @@
 //! and the demo share the CRD type and the binary stays a thin `main`:
 //!
 //! - [`crd`]: the `NewResource` type, the one definition of the CRD;
-//! - [`gate`]: the [`gate::LeadershipGate`] and its pure state machine, with the safety argument;
-//! - [`follow`]: keeps the gate in step with the sidecar's HTTP contract ([`sidecar_client`]);
-//! - [`workers`]: starts the kube-runtime controller when a grant arrives and stops it when the
-//!   grant ends; [`reconcile`]: what one reconcile does;
+//! - [`workers`]: runs the kube-runtime controller only while `leader_client`'s gate is open
+//!   (the gate, its follower and its safety argument are that crate's); [`reconcile`]: what one
+//!   reconcile does, checking the grant before every write;
 //! - [`config`], [`metrics`], [`admin`] (probes and metrics).
 
 pub mod admin;
 pub mod config;
 pub mod crd;
-pub mod follow;
-pub mod gate;
 pub mod metrics;
 pub mod reconcile;
-pub mod sidecar_client;
 pub mod workers;
 
 /// The name this controller reports in metrics and logs.

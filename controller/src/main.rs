@@ -9,16 +9,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kube::api::{Api, ListParams};
-use leader_sidecar::cli;
-use leader_sidecar::runner::Heartbeat;
-use newresource_controller::admin::{self, Probes};
+use leader_client::{LeadershipGate, SidecarClient, follow};
+use newresource_controller::admin::{self, ControllerProbes};
 use newresource_controller::config::{Args, Command, Settings};
 use newresource_controller::crd::{NewResource, crd_yaml};
-use newresource_controller::follow::follow;
-use newresource_controller::gate::LeadershipGate;
 use newresource_controller::metrics::{Metrics, api_error_code};
-use newresource_controller::sidecar_client::SidecarClient;
 use newresource_controller::workers::Workers;
+use plumbing::probes::AdminPort;
+use plumbing::{cli, server};
 use tokio::net::TcpListener;
 
 /// How long the yield on shutdown may take before we exit anyway (the sidecar then releases
@@ -66,7 +64,7 @@ fn local_addr(listener: &Option<TcpListener>) -> String {
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    let config = cli::kube_config(settings.kubeconfig.as_deref()).await?;
+    let config = plumbing::kubernetes::config(settings.kubeconfig.as_deref()).await?;
     let client = kube::Client::try_from(config).context("cannot build the Kubernetes client")?;
     let metrics_listener = bind(settings.metrics_bind_address, "--metrics-bind-address").await?;
     let health_listener = bind(
@@ -83,16 +81,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     );
 
     let metrics = Metrics::new();
-    let heartbeat = Arc::new(Heartbeat::default());
     let (gate, sidecar) = match &settings.leader_url {
         Some(url) => {
-            let sidecar = SidecarClient::new(url).map_err(anyhow::Error::msg)?;
+            let sidecar = SidecarClient::new(url)
+                .and_then(|s| s.with_user_agent("newresource-controller"))
+                .map_err(anyhow::Error::msg)?;
             let (publisher, gate) = LeadershipGate::new();
             tokio::spawn(follow(
                 sidecar.clone(),
                 settings.leader_poll_interval,
                 publisher,
-                heartbeat.clone(),
             ));
             (gate, Some(sidecar))
         }
@@ -105,15 +103,17 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let api_ok = Arc::new(AtomicBool::new(false));
     tokio::spawn(check_api(api, api_ok.clone(), metrics.clone()));
 
-    let probes = Probes {
-        gate: gate.clone(),
-        needs_sidecar: sidecar.is_some(),
-        api_ok,
-        heartbeat: sidecar.as_ref().map(|_| heartbeat),
-        wedged_after: (settings.leader_poll_interval * 10).max(Duration::from_secs(10)),
+    let probes = AdminPort {
+        probes: Some(Arc::new(ControllerProbes {
+            gate: gate.clone(),
+            needs_sidecar: sidecar.is_some(),
+            api_ok,
+            wedged_after: (settings.leader_poll_interval * 10).max(Duration::from_secs(10)),
+        })),
+        metrics: None,
     };
     if let Some(listener) = health_listener {
-        tokio::spawn(leader_sidecar::http::serve(
+        tokio::spawn(server::serve(
             listener,
             admin::MAX_CONNECTIONS,
             None,
@@ -122,11 +122,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     if let Some(listener) = metrics_listener {
         let metrics = metrics.clone();
-        tokio::spawn(leader_sidecar::http::serve(
+        let port = AdminPort {
+            probes: None,
+            metrics: Some(Arc::new(move || metrics.encode())),
+        };
+        tokio::spawn(server::serve(
             listener,
             admin::MAX_CONNECTIONS,
             None,
-            move |req| admin::handle_metrics(metrics.clone(), req),
+            move |req| port.clone().handle(req),
         ));
     }
 

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use plumbing::metrics::{encode, register};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -38,15 +39,8 @@ struct ApiErrorLabels {
     code: String,
 }
 
-/// The `code` label of a failed Kubernetes request: the HTTP status of an API error, else
-/// `timeout` or `transport`.
-pub fn api_error_code(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(status) => status.code.to_string(),
-        other if leader_sidecar::lease_api::is_timeout(other) => "timeout".to_owned(),
-        _ => "transport".to_owned(),
-    }
-}
+/// The `code` label of a failed Kubernetes request (the same labelling as the sidecar's).
+pub use plumbing::kubernetes::error_code as api_error_code;
 
 /// How one reconcile ended, for `controller_reconcile_total{result}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,43 +91,43 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let reconciles = Family::<ResultLabels, Counter>::default();
-        registry.register(
+        let reconciles = register(
+            &mut registry,
             "controller_reconcile",
             "Reconciles by result (success, error, not_found)",
-            reconciles.clone(),
+            Family::<ResultLabels, Counter>::default(),
         );
-        let errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
+        let errors = register(
+            &mut registry,
             "controller_reconcile_errors",
             "Failed reconciles by error type",
-            errors.clone(),
+            Family::<ErrorLabels, Counter>::default(),
         );
-        let duration = Family::<ControllerLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-        });
-        registry.register(
+        let duration = register(
+            &mut registry,
             "controller_reconcile_duration_seconds",
             "Duration of reconciles, successful or not",
-            duration.clone(),
+            Family::<ControllerLabel, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            }),
         );
-        let leader = Family::<ControllerLabel, Gauge>::default();
-        registry.register(
+        let leader = register(
+            &mut registry,
             "controller_leader",
             "1 while this controller's workers run under a grant from the sidecar, else 0",
-            leader.clone(),
+            Family::<ControllerLabel, Gauge>::default(),
         );
-        let windows = Family::<ControllerLabel, Counter>::default();
-        registry.register(
+        let windows = register(
+            &mut registry,
             "controller_active_windows",
             "Active windows started (times this controller became the active one)",
-            windows.clone(),
+            Family::<ControllerLabel, Counter>::default(),
         );
-        let api_errors = Family::<ApiErrorLabels, Counter>::default();
-        registry.register(
+        let api_errors = register(
+            &mut registry,
             "controller_api_errors",
             "Failed Kubernetes API requests by resource, verb and code (HTTP status, timeout or transport)",
-            api_errors.clone(),
+            Family::<ApiErrorLabels, Counter>::default(),
         );
         let m = Self {
             inner: Arc::new(Inner {
@@ -208,10 +202,7 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
-        out
+        encode(&self.inner.registry)
     }
 }
 

@@ -12,8 +12,8 @@ use kube::{Resource, ResourceExt};
 use tokio::time::Instant;
 
 use crate::crd::{NewResource, NewResourceStatus};
-use crate::gate::LeadershipGate;
 use crate::metrics::{Metrics, Outcome, api_error_code};
+use leader_client::LeadershipGate;
 
 /// The `resource` label of status writes in `controller_api_errors_total`. A 404 (the object
 /// is gone: success) and a 409 (a conflict, retried; `controller_reconcile_errors_total`

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::cli::{LogFormat, parse_duration};
 use crate::elector::Timings;
+use plumbing::cli::{LogFormat, parse_duration};
 
 /// Holds a coordination.k8s.io/v1 Lease and serves leadership to the local controller.
 #[derive(Clone, Debug, Parser)]

@@ -1,5 +1,5 @@
 //! The Lease elector as a pure state machine: no I/O, no clock of its own. The driver
-//! (`crate::runner`) feeds it observations of the Lease and the outcomes of its own requests,
+//! ([`crate::runner`]) feeds it observations of the Lease and the outcomes of its own requests,
 //! each stamped with the monotonic instant at which it happened, and asks it for the next step.
 //!
 //! # Safety argument: no two pods are ever leader at the same time
@@ -15,7 +15,7 @@
 //! 2. **A tenure ends at `sent + renew_deadline`**, where `sent` is the instant *before* we sent
 //!    the last write that succeeded. Each successful renew moves that instant forward. Past it we
 //!    are not leader, whatever the Lease says and whether or not the driver is running: the grant
-//!    book (`crate::leadership`) checks it on every answer.
+//!    book ([`crate::leadership`]) checks it on every answer.
 //! 3. **Another elector takes the Lease only after it has seen the record unchanged for the
 //!    holder's `leaseDurationSeconds` on its own monotonic clock**, counted from when *it
 //!    observed* the change, never from the `renewTime` written in the record (wall clocks of
@@ -92,6 +92,16 @@ use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use tokio::time::Instant;
+
+/// Local requests to the elector, sent by the leader API and the signal handler to the
+/// runner, which turns them into [`Elector::on_yield`] and [`Elector::on_shutdown`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// The local controller stopped (`POST /leader/yield`).
+    Yield,
+    /// SIGTERM or SIGINT.
+    Shutdown,
+}
 
 /// The election timings, validated by `crate::config`.
 #[derive(Clone, Debug, PartialEq, Eq)]

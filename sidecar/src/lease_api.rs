@@ -64,29 +64,11 @@ impl From<kube::Error> for ApiFailure {
             },
             other => Self {
                 code: None,
-                timed_out: is_timeout(&other),
+                timed_out: plumbing::kubernetes::is_timeout(&other),
                 message: other.to_string(),
             },
         }
     }
-}
-
-/// Whether a client error is a timeout (the connector's read/connect timeouts report
-/// `io::ErrorKind::TimedOut` somewhere down the source chain).
-pub fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return true;
-        }
-        if err.is::<tokio::time::error::Elapsed>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
 }
 
 pub enum ReadOutcome {

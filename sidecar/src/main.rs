@@ -5,16 +5,18 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use leader_sidecar::cli;
 use leader_sidecar::config::{Args, Settings, lease_namespace};
-use leader_sidecar::elector::Elector;
-use leader_sidecar::http::{self, Admin, Api};
+use leader_sidecar::elector::{Command, Elector};
+use leader_sidecar::http::{self, Api, SidecarProbes};
 use leader_sidecar::leadership::Leadership;
 use leader_sidecar::lease_api::LeaseApi;
 use leader_sidecar::metrics::Metrics;
 use leader_sidecar::pod_label::PodLabeller;
 use leader_sidecar::rlimit;
-use leader_sidecar::runner::{self, Command, Heartbeat, Runner, StandbyWatch};
+use leader_sidecar::runner::{self, Runner, StandbyWatch};
+use plumbing::heartbeat::Heartbeat;
+use plumbing::probes::AdminPort;
+use plumbing::{cli, server};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -53,40 +55,42 @@ fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<std::net::TcpL
     listen().with_context(|| format!("cannot listen on {addr} ({flag})"))
 }
 
-/// Serves the leader API and the admin port on a thread and runtime of their own.
+/// Serves the leader API and the admin port on a thread and runtime of their own. Everything
+/// that can fail happens here, before the thread starts, so that a failure takes the normal
+/// path out of `run` (nothing is held yet); the thread itself only serves, forever.
 fn spawn_http(
     api_listener: std::net::TcpListener,
     api: Api,
     admin_listener: std::net::TcpListener,
-    admin: Admin,
+    admin: AdminPort,
     max_connections: usize,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the HTTP runtime")?;
+    // The listeners must be registered with the runtime that serves them.
+    let (api_listener, admin_listener) = {
+        let _in_http_runtime = runtime.enter();
+        (
+            TcpListener::from_std(api_listener).context("cannot serve --listen")?,
+            TcpListener::from_std(admin_listener).context("cannot serve --admin-listen")?,
+        )
+    };
     std::thread::Builder::new()
         .name("http".into())
         .spawn(move || {
             runtime.block_on(async move {
-                let listeners = TcpListener::from_std(api_listener)
-                    .and_then(|a| Ok((a, TcpListener::from_std(admin_listener)?)));
-                let (api_listener, admin_listener) = match listeners {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot serve HTTP");
-                        std::process::exit(1);
-                    }
-                };
-                let api_server = http::serve(
+                let api_server = server::serve(
                     api_listener,
                     max_connections,
                     http::api_send_buffer(),
                     move |req| api.clone().handle(req),
                 );
-                let admin_server = http::serve(admin_listener, max_connections, None, move |req| {
-                    admin.clone().handle(req)
-                });
+                let admin_server =
+                    server::serve(admin_listener, max_connections, None, move |req| {
+                        admin.clone().handle(req)
+                    });
                 tokio::join!(api_server, admin_server);
             });
         })
@@ -95,7 +99,7 @@ fn spawn_http(
 }
 
 async fn kube_config(settings: &Settings) -> anyhow::Result<kube::Config> {
-    let mut config = cli::kube_config(settings.kubeconfig.as_deref()).await?;
+    let mut config = plumbing::kubernetes::config(settings.kubeconfig.as_deref()).await?;
     // Our own timeouts bound every request so that it fits in the renew deadline; kube's
     // automatic retries of 429/503/504 would stretch a renew past it.
     config.default_retry = false;
@@ -182,11 +186,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         commands: commands_tx.clone(),
         yield_backoff: timings.yield_backoff,
     };
-    let admin = Admin {
-        leadership: leadership.clone(),
-        metrics: metrics.clone(),
-        heartbeat: heartbeat.clone(),
-        wedged_after: timings.lease_duration * 2,
+    let admin = AdminPort {
+        probes: Some(Arc::new(SidecarProbes {
+            leadership: leadership.clone(),
+            heartbeat: heartbeat.clone(),
+            wedged_after: timings.lease_duration * 2,
+        })),
+        metrics: Some({
+            let (leadership, metrics) = (leadership.clone(), metrics.clone());
+            Arc::new(move || http::metrics_text(&leadership, &metrics))
+        }),
     };
     spawn_http(api_listener, api, admin_listener, admin, max_connections)?;
 

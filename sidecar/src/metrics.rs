@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use plumbing::metrics::{encode, register};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -66,47 +67,47 @@ impl Metrics {
     /// compare the renew latency with each pod's own deadline (deploy/monitoring).
     pub fn new(lease_name: &str, renew_deadline: Duration) -> Self {
         let mut registry = Registry::default();
-        let master_status = Family::<NameLabel, Gauge>::default();
-        registry.register(
+        let master_status = register(
+            &mut registry,
             "leader_election_master_status",
             "1 while this pod is leader of the named lease, else 0 (client-go's name)",
-            master_status.clone(),
+            Family::<NameLabel, Gauge>::default(),
         );
-        let transitions = Family::<TransitionLabels, Counter>::default();
-        registry.register(
+        let transitions = register(
+            &mut registry,
             "leader_sidecar_transitions",
             "Leadership changes of this pod: event acquired or lost, with the reason for losses",
-            transitions.clone(),
+            Family::<TransitionLabels, Counter>::default(),
         );
-        let renew_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
-        registry.register(
+        let renew_seconds = register(
+            &mut registry,
             "leader_sidecar_renew_duration_seconds",
             "Duration of lease renew requests, successful or not",
-            renew_seconds.clone(),
+            Histogram::new(exponential_buckets(0.001, 2.0, 14)),
         );
-        let api_requests = Family::<ApiLabels, Counter>::default();
-        registry.register(
+        let api_requests = register(
+            &mut registry,
             "leader_sidecar_api_requests",
             "Requests to the Kubernetes API, by resource (leases, events), verb and status code (or timeout, transport)",
-            api_requests.clone(),
+            Family::<ApiLabels, Counter>::default(),
         );
-        let api_errors = Family::<ApiLabels, Counter>::default();
-        registry.register(
+        let api_errors = register(
+            &mut registry,
             "leader_sidecar_api_errors",
             "Failed Kubernetes API requests (lease conflicts excluded), by resource (leases, events), verb and code (or timeout, transport)",
-            api_errors.clone(),
+            Family::<ApiLabels, Counter>::default(),
         );
-        let http_requests = Family::<HttpLabels, Counter>::default();
-        registry.register(
+        let http_requests = register(
+            &mut registry,
             "leader_sidecar_http_requests",
             "Requests served on the leader API, by path and status code",
-            http_requests.clone(),
+            Family::<HttpLabels, Counter>::default(),
         );
-        let watchers = Gauge::default();
-        registry.register(
+        let watchers = register(
+            &mut registry,
             "leader_sidecar_watchers",
             "Open /leader/watch streams",
-            watchers.clone(),
+            Gauge::default(),
         );
         // Set once here; the registry holds the only handle it needs.
         let renew_deadline_gauge = Gauge::<f64, AtomicU64>::default();
@@ -222,10 +223,7 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
-        out
+        encode(&self.inner.registry)
     }
 }
 

@@ -37,18 +37,8 @@ pub struct Raised {
 
 /// The current limits.
 pub fn nofile() -> io::Result<NoFile> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit(2) writes one rlimit into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(NoFile {
-        soft: lim.rlim_cur,
-        hard: lim.rlim_max,
-    })
+    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    Ok(NoFile { soft, hard })
 }
 
 /// Raises the soft limit to the hard one. Fails only when the limits cannot be read; a refused
@@ -62,16 +52,11 @@ pub fn raise_nofile() -> io::Result<Raised> {
             error: None,
         });
     }
-    let lim = libc::rlimit {
-        rlim_cur: before.hard,
-        rlim_max: before.hard,
-    };
-    // SAFETY: setrlimit(2) only reads the struct we pass.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+    if let Err(e) = rlimit::setrlimit(rlimit::Resource::NOFILE, before.hard, before.hard) {
         return Ok(Raised {
             limits: before,
             before: before.soft,
-            error: Some(io::Error::last_os_error()),
+            error: Some(e),
         });
     }
     Ok(Raised {

@@ -3,59 +3,20 @@
 //! metrics and a Kubernetes Event.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use plumbing::heartbeat::Heartbeat;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::elector::{Change, Elector, Step, WriteKind};
+use crate::elector::{Change, Command, Elector, Step, WriteKind};
 use crate::leadership::Leadership;
 use crate::lease_api::{ApiFailure, LeaseApi, ReadOutcome, Watched, WriteOutcome, watch_lease};
 use crate::metrics::Metrics;
-
-/// Local requests to the elector.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Command {
-    /// The local controller stopped (`POST /leader/yield`).
-    Yield,
-    /// SIGTERM or SIGINT.
-    Shutdown,
-}
-
-/// Liveness of the election loop, read by `/healthz`.
-#[derive(Debug)]
-pub struct Heartbeat {
-    origin: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Default for Heartbeat {
-    fn default() -> Self {
-        Self {
-            origin: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Heartbeat {
-    pub fn beat(&self, now: Instant) {
-        let ms = now.saturating_duration_since(self.origin).as_millis();
-        self.last_ms
-            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
-
-    /// Time since the loop last went round.
-    pub fn age(&self, now: Instant) -> Duration {
-        let last = self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        now.saturating_duration_since(last)
-    }
-}
 
 pub struct Runner {
     pub elector: Elector,

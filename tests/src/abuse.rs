@@ -3,7 +3,7 @@
 //! `/leader/watch` reader that stops reading ([`StalledWatcher`]). Each takes the leader API
 //! address (`Sidecar::api`).
 //!
-//! What the sidecar must do under this abuse (`leader_sidecar::http::Slots`): answer garbage
+//! What the sidecar must do under this abuse (`plumbing::server::Slots`): answer garbage
 //! with a 4xx or a closed connection, never a 2xx or 5xx; let idle connections make room for
 //! new ones at the connection cap; keep serving every other client, and keep renewing.
 
@@ -257,27 +257,13 @@ pub async fn garbage(addr: SocketAddr) -> anyhow::Result<GarbageReport> {
 
 /// Raises this process's soft `RLIMIT_NOFILE` to its hard limit and returns the new soft limit.
 pub fn raise_nofile_limit() -> anyhow::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit(2) writes one rlimit into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+    let (soft, hard) =
+        rlimit::getrlimit(rlimit::Resource::NOFILE).context("getrlimit(RLIMIT_NOFILE)")?;
+    if soft < hard {
+        rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard)
+            .with_context(|| format!("setrlimit(RLIMIT_NOFILE) to the hard limit {hard}"))?;
     }
-    if lim.rlim_cur < lim.rlim_max {
-        lim.rlim_cur = lim.rlim_max;
-        // SAFETY: setrlimit(2) only reads the struct we pass.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| {
-                format!(
-                    "setrlimit(RLIMIT_NOFILE) to the hard limit {}",
-                    lim.rlim_max
-                )
-            });
-        }
-    }
-    Ok(lim.rlim_cur)
+    Ok(hard.max(soft))
 }
 
 /// Connections that never send a byte, held open until dropped.
@@ -385,15 +371,9 @@ impl IdleFlood {
 }
 
 fn nofile_hard() -> anyhow::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit(2) writes one rlimit into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
-    }
-    Ok(lim.rlim_max)
+    let (_, hard) =
+        rlimit::getrlimit(rlimit::Resource::NOFILE).context("getrlimit(RLIMIT_NOFILE)")?;
+    Ok(hard)
 }
 
 /// A `GET /leader/watch` client that read the response head and then never reads again, with a
@@ -461,7 +441,7 @@ mod tests {
     use http::{Method, Request, Response, StatusCode, header};
     use http_body_util::{BodyExt, StreamBody};
     use hyper::body::{Frame, Incoming};
-    use leader_sidecar::http::{Body, Slots, error, serve_with, text};
+    use plumbing::server::{Body, Slots, error, serve_with, text};
     use tokio::net::TcpListener;
 
     use super::*;
@@ -629,7 +609,7 @@ mod tests {
         let addr = listener.local_addr().expect("address");
         let handler =
             |_req: Request<Incoming>| async { text(StatusCode::OK, "text/plain", "ok".into()) };
-        tokio::spawn(leader_sidecar::http::serve(listener, 64, None, handler));
+        tokio::spawn(plumbing::server::serve(listener, 64, None, handler));
         let err = garbage(addr)
             .await
             .expect_err("200 for a POST with a huge body");

@@ -1,7 +1,7 @@
 pub mod abuse;
 pub mod apiserver;
 pub mod bins;
-pub use leader_sidecar::cli;
+pub use plumbing::cli;
 pub mod clientgo;
 pub mod cluster;
 pub mod conformance;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use leader_sidecar::contract::LeaderStatus;
+use leader_client::contract::LeaderStatus;
 use tokio::process::Command;
 
 pub use crate::process::{LoggedChild, message, timestamp};

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use leader_client::gate::LeadershipGate;
 use newresource_controller::crd::{NewResource, NewResourceSpec, NewResourceStatus};
-use newresource_controller::gate::LeadershipGate;
 use newresource_controller::metrics::Metrics;
 use newresource_controller::reconcile::{Context, Error, reconcile};
 use testkit::cluster::TestCluster;

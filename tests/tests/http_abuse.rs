@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use leader_sidecar::contract::LeaderStatus;
+use leader_client::contract::LeaderStatus;
 use testkit::abuse::{self, IdleFlood, StalledWatcher};
 use testkit::cluster::TestCluster;
 use testkit::sidecar::{FAST_TIMINGS, Sidecar, SidecarSpec};

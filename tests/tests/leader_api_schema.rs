@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use leader_sidecar::contract::{ErrorBody, LeaderStatus, LegacyLeader, YieldResponse, paths};
+use leader_client::contract::{ErrorBody, LeaderStatus, LegacyLeader, YieldResponse, paths};
 use serde_json::{Value, json};
 use testkit::cluster::TestCluster;
 use testkit::sidecar::{FAST_TIMINGS, Sidecar, SidecarSpec};

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use leader_sidecar::contract::{LeaderStatus, YieldResponse};
+use leader_client::contract::{LeaderStatus, YieldResponse};
 use testkit::cluster::TestCluster;
 use testkit::sidecar::{Sidecar, SidecarSpec, message, timestamp};
 use testkit::web;

@@ -76,7 +76,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use jiff::Timestamp;
 use kube::api::Api;
-use leader_sidecar::contract::{LeaderStatus, YieldResponse};
+use leader_client::contract::{LeaderStatus, YieldResponse};
 use newresource_controller::crd::NewResource;
 use serde_json::{Value, json};
 use testkit::apiserver::ApiServer;

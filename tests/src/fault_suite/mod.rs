@@ -38,7 +38,7 @@ use std::fmt;
 use std::time::Duration;
 
 use anyhow::Context;
-use leader_sidecar::contract::LeaderStatus;
+use leader_client::contract::LeaderStatus;
 use tokio::time::Instant;
 
 use crate::conformance::ControllerCommand;

@@ -37,7 +37,7 @@ pub async fn http_abuse(w: &mut World) -> anyhow::Result<Vec<String>> {
     wait_renews(w, leader, 12).await?;
     let fresh = web::get(w.pods[leader].sidecar.api, "/leader").await?;
     anyhow::ensure!(fresh.status == 200, "a new client got {}", fresh.status);
-    let status: leader_sidecar::contract::LeaderStatus = fresh.json()?;
+    let status: leader_client::contract::LeaderStatus = fresh.json()?;
     anyhow::ensure!(
         status.is_leader && status.term == term,
         "leadership changed under abuse: {status:?}, term before {term:?}"

@@ -6,11 +6,11 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use leader_sidecar::contract::LeaderStatus;
+use leader_client::contract::LeaderStatus;
+use leader_client::gate::{GateState, Ticket};
 use leader_sidecar::elector::{Change, Elector, Step, Write, WriteKind};
 use leader_sidecar::http::status_json;
 use leader_sidecar::leadership::{Leadership, LeaseView};
-use newresource_controller::gate::{GateState, Ticket};
 use rand::Rng;
 use tokio::sync::watch;
 use tokio::time::Instant;

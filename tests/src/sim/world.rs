@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use leader_sidecar::contract::LeaderStatus;
+use leader_client::contract::LeaderStatus;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;

@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::contract::LeaderStatus;
 use futures::channel::mpsc::{UnboundedSender, unbounded};
-use leader_sidecar::contract::LeaderStatus;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -132,12 +132,7 @@ impl LeaderSource for FakeSidecar {
 
 fn start(fake: &FakeSidecar) -> LeadershipGate {
     let (publisher, gate) = LeadershipGate::new();
-    tokio::spawn(follow(
-        fake.clone(),
-        POLL,
-        publisher,
-        Arc::new(Heartbeat::default()),
-    ));
+    tokio::spawn(follow(fake.clone(), POLL, publisher));
     gate
 }
 

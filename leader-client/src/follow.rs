@@ -1,20 +1,18 @@
-//! Keeps the [`LeadershipGate`](crate::gate::LeadershipGate) in step with the sidecar: holds
+//! Keeps the [`LeadershipGate`](crate::LeadershipGate) in step with the sidecar: holds
 //! `/leader/watch` open for prompt revocations and promotions, sends `GET /leader` for grants
-//! (see the safety argument in `gate.rs`), and polls every `--leader-poll-interval` while the
+//! (see the safety argument in [`gate`](crate::gate)), and polls every `--leader-poll-interval` while the
 //! stream is unavailable.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use leader_sidecar::contract::LeaderStatus;
-use leader_sidecar::runner::Heartbeat;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::contract::LeaderStatus;
 use crate::gate::{GatePublisher, GateState, Ticket};
 
 /// Why talking to the sidecar failed.
@@ -33,7 +31,8 @@ pub enum SourceError {
 /// A stream of leadership events.
 pub type Events = BoxStream<'static, Result<LeaderStatus, SourceError>>;
 
-/// Where leadership comes from: the sidecar over HTTP (`sidecar_client.rs`) or, in tests, a fake.
+/// Where leadership comes from: the sidecar over HTTP ([`SidecarClient`](crate::SidecarClient))
+/// or, in tests, a fake.
 pub trait LeaderSource: Clone + Send + Sync + 'static {
     /// `GET /leader`.
     fn get(&self) -> impl Future<Output = Result<LeaderStatus, SourceError>> + Send;
@@ -47,18 +46,15 @@ enum StreamNews {
     Lost(String),
 }
 
-/// The follower loop wakes at least this often, so that its heartbeat shows it is alive.
+/// The follower loop wakes at least this often, so that [`LeadershipGate::follower_idle`]
+/// (crate::LeadershipGate::follower_idle) shows it is alive.
 const MAX_IDLE: Duration = Duration::from_secs(1);
 
 type Answer = Pin<Box<dyn Future<Output = Result<LeaderStatus, SourceError>> + Send>>;
 
-/// Runs until the process exits, publishing every change of the gate's view.
-pub async fn follow<S: LeaderSource>(
-    source: S,
-    poll_interval: Duration,
-    publisher: GatePublisher,
-    heartbeat: Arc<Heartbeat>,
-) {
+/// Runs until the process exits, publishing every change of the gate's view. `poll_interval`
+/// paces `GET /leader` while the stream is unavailable, and bounds each request.
+pub async fn follow<S: LeaderSource>(source: S, poll_interval: Duration, publisher: GatePublisher) {
     let mut state = GateState::new(poll_interval);
     let (news_tx, mut news) = mpsc::channel(16);
     let stream_task = tokio::spawn(hold_stream(source.clone(), poll_interval, news_tx));
@@ -67,7 +63,7 @@ pub async fn follow<S: LeaderSource>(
     let mut was_reachable = true;
     loop {
         let now = Instant::now();
-        heartbeat.beat(now);
+        publisher.beat(now);
         publisher.publish(state.view());
         if state.reachable() != was_reachable {
             was_reachable = state.reachable();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use leader_sidecar::contract::LeaderStatus;
+use crate::contract::LeaderStatus;
 use tokio::time::{Instant, advance};
 
 use super::*;

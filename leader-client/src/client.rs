@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::contract::{LeaderStatus, YieldResponse, paths};
+use crate::follow::{Events, LeaderSource, SourceError};
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
@@ -10,10 +12,9 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use leader_sidecar::contract::{LeaderStatus, YieldResponse, paths};
 
-use crate::follow::{Events, LeaderSource, SourceError};
-
+/// `User-Agent` unless [`SidecarClient::with_user_agent`] says otherwise.
+const USER_AGENT: &str = concat!("leader-client/", env!("CARGO_PKG_VERSION"));
 /// Answers larger than this are refused (ours are a few hundred bytes).
 const MAX_ANSWER: usize = 64 * 1024;
 /// Pooled connections are dropped well before the sidecar closes idle ones (10 s), so that a
@@ -24,6 +25,7 @@ const POOL_IDLE: Duration = Duration::from_secs(4);
 #[derive(Clone, Debug)]
 pub struct SidecarClient {
     base: String,
+    user_agent: http::HeaderValue,
     client: Client<HttpConnector, Empty<Bytes>>,
 }
 
@@ -32,15 +34,15 @@ impl SidecarClient {
     pub fn new(url: &str) -> Result<Self, String> {
         let uri: Uri = url
             .parse()
-            .map_err(|e| format!("invalid --leader-url {url:?}: {e}"))?;
+            .map_err(|e| format!("invalid leader URL {url:?}: {e}"))?;
         if uri.scheme_str() != Some("http") || uri.authority().is_none() {
             return Err(format!(
-                "invalid --leader-url {url:?}: expected http://host:port"
+                "invalid leader URL {url:?}: expected http://host:port"
             ));
         }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(format!(
-                "invalid --leader-url {url:?}: give the base URL without a path"
+                "invalid leader URL {url:?}: give the base URL without a path"
             ));
         }
         let mut connector = HttpConnector::new();
@@ -53,8 +55,16 @@ impl SidecarClient {
                 "http://{}",
                 uri.authority().map(|a| a.as_str()).unwrap_or_default()
             ),
+            user_agent: http::HeaderValue::from_static(USER_AGENT),
             client,
         })
+    }
+
+    /// Sends `agent` as `User-Agent` (the sidecar's logs name the caller by it).
+    pub fn with_user_agent(mut self, agent: &str) -> Result<Self, String> {
+        self.user_agent = http::HeaderValue::from_str(agent)
+            .map_err(|e| format!("invalid user agent {agent:?}: {e}"))?;
+        Ok(self)
     }
 
     async fn send(
@@ -65,7 +75,7 @@ impl SidecarClient {
         let request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
-            .header(header::USER_AGENT, "newresource-controller")
+            .header(header::USER_AGENT, self.user_agent.clone())
             .body(Empty::new())
             .map_err(|e| SourceError::Unreachable(e.to_string()))?;
         self.client

@@ -1,11 +1,7 @@
-//! Command-line plumbing shared by every binary of the workspace: human durations, the log
-//! format switch, exit status 2 with a one-line reason for bad flags, and shutdown signals.
+//! Command-line plumbing: human durations, the log format switch, exit status 2 with a one-line
+//! reason for bad flags (1 for a failure at run time), and shutdown signals.
 
-use std::path::Path;
 use std::time::Duration;
-
-use anyhow::Context;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use clap::{Parser, ValueEnum};
 
@@ -119,28 +115,4 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-}
-
-/// The Kubernetes client configuration: the kubeconfig files in `kubeconfig` (a `KUBECONFIG`-style
-/// list, merged as kubectl does) when given, else the in-cluster service account (or
-/// `~/.kube/config`).
-pub async fn kube_config(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Config> {
-    let Some(paths) = kubeconfig else {
-        return kube::Config::infer()
-            .await
-            .context("no Kubernetes configuration: not in a cluster, and no kubeconfig");
-    };
-    let mut merged: Option<Kubeconfig> = None;
-    for path in std::env::split_paths(paths) {
-        let kc = Kubeconfig::read_from(&path)
-            .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-        merged = Some(match merged {
-            None => kc,
-            Some(m) => m.merge(kc).context("cannot merge kubeconfig files")?,
-        });
-    }
-    let kc = merged.context("--kubeconfig is empty")?;
-    kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .context("invalid kubeconfig")
 }

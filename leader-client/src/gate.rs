@@ -5,7 +5,7 @@
 //! The invariant is that this controller acts (starts a reconcile, sends a status write) only
 //! inside a *grant* from its sidecar, and a grant never extends past the sidecar's own tenure.
 //! Everything else (the sidecar's Lease handling, its margin of `lease duration − renew
-//! deadline`) is argued in `sidecar/src/elector.rs`; this module keeps our end of the contract
+//! deadline`) is argued in the sidecar's `elector.rs`; this module keeps our end of the contract
 //! in `docs/leader-api.md`:
 //!
 //! 1. **Only a `GET /leader` answer grants.** An answer `is_leader: true, valid_for_ms: v` to a
@@ -26,7 +26,8 @@
 //! 5. **Work checks the gate at the last moment.** [`LeadershipGate::current`] compares the grant
 //!    with the monotonic clock each time it is asked; workers ask just before every write, and
 //!    the write is polled only while the grant lasts and abandoned when it ends
-//!    (`reconcile.rs`); `workers.rs` cancels all work when the grant ends.
+//!    (in `newresource-controller`, `reconcile.rs`); [`LeadershipGate::run_while_granted`] cancels
+//!    all work when the grant ends.
 //!
 //! # Liveness: a leader never sits idle while its sidecar holds the Lease
 //!
@@ -47,13 +48,15 @@
 //! sidecar's margin (5 s by default) covers ordinary delivery delays.
 //!
 //! [`GateState`] is the pure state machine (no I/O; every input carries its instant, so the tests
-//! drive it with tokio's paused clock); `follow.rs` feeds it from the sidecar and publishes its
+//! drive it with tokio's paused clock); [`follow`](crate::follow()) feeds it from the sidecar and publishes its
 //! view through [`GatePublisher`] to the [`LeadershipGate`] handles the workers hold.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use leader_sidecar::contract::LeaderStatus;
 use tokio::sync::watch;
+
+use crate::contract::LeaderStatus;
 use tokio::time::Instant;
 
 /// Leadership granted by the sidecar: act until `until` (exclusive) on this process's monotonic
@@ -265,9 +268,15 @@ impl Closed {
 /// The write side of the gate, owned by the follower.
 pub struct GatePublisher {
     tx: watch::Sender<GateView>,
+    pulse: Arc<Mutex<Instant>>,
 }
 
 impl GatePublisher {
+    /// Records that the follower loop went round at `now`, for [`LeadershipGate::follower_idle`].
+    pub fn beat(&self, now: Instant) {
+        *self.pulse.lock().unwrap_or_else(PoisonError::into_inner) = now;
+    }
+
     pub fn publish(&self, view: GateView) {
         self.tx.send_if_modified(|v| {
             let changed = *v != view;
@@ -281,6 +290,8 @@ impl GatePublisher {
 #[derive(Clone, Debug)]
 pub struct LeadershipGate {
     rx: watch::Receiver<GateView>,
+    /// When the follower last went round; `None` for a gate without a follower.
+    pulse: Option<Arc<Mutex<Instant>>>,
 }
 
 /// How long an always-open gate (`--leader-elect=false`) grants: effectively forever.
@@ -290,7 +301,17 @@ impl LeadershipGate {
     /// A closed gate and the publisher that opens it.
     pub fn new() -> (GatePublisher, LeadershipGate) {
         let (tx, rx) = watch::channel(GateView::default());
-        (GatePublisher { tx }, LeadershipGate { rx })
+        let pulse = Arc::new(Mutex::new(Instant::now()));
+        (
+            GatePublisher {
+                tx,
+                pulse: pulse.clone(),
+            },
+            LeadershipGate {
+                rx,
+                pulse: Some(pulse),
+            },
+        )
     }
 
     /// A gate that is always open, for `--leader-elect=false` (one replica, development).
@@ -306,13 +327,21 @@ impl LeadershipGate {
         });
         // The receiver keeps the last value after the sender is gone.
         drop(tx);
-        LeadershipGate { rx }
+        LeadershipGate { rx, pulse: None }
     }
 
     /// The grant in force now, checked against the monotonic clock at the moment of asking.
     pub fn current(&self) -> Option<Grant> {
         let now = Instant::now();
         self.rx.borrow().grant.filter(|g| now < g.until)
+    }
+
+    /// How long ago the follower loop last went round (it does at least every second), for a
+    /// liveness probe; `None` for a gate without a follower ([`LeadershipGate::always_open`]).
+    pub fn follower_idle(&self, now: Instant) -> Option<Duration> {
+        let pulse = self.pulse.as_ref()?;
+        let last = *pulse.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(now.saturating_duration_since(last))
     }
 
     /// Whether the sidecar answered the follower's last request or event.
