@@ -12,6 +12,22 @@ pub fn binary(name: &str) -> PathBuf {
     try_binary(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The cargo profile whose output directory `dir` (`target/<dir>`) is: `dev` for `debug`.
+pub fn cargo_profile(dir: &std::path::Path) -> Option<String> {
+    let name = dir.file_name()?.to_str()?;
+    Some(if name == "debug" { "dev" } else { name }.to_owned())
+}
+
+/// The cargo profile this executable was built with (from where it lives).
+pub fn own_profile() -> Option<String> {
+    let exe = std::env::current_exe().ok()?;
+    let mut dir = exe.parent()?.to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    cargo_profile(&dir)
+}
+
 /// Like [`binary`], with an error instead of a panic (for the demo and the bench, whose release
 /// builds abort on panic).
 pub fn try_binary(name: &str) -> anyhow::Result<PathBuf> {
@@ -26,10 +42,10 @@ pub fn try_binary(name: &str) -> anyhow::Result<PathBuf> {
         dir.pop();
     }
     let path = dir.join(name);
-    let profile = if dir.ends_with("release") {
-        " --release"
-    } else {
-        ""
+    let profile = match cargo_profile(&dir).as_deref() {
+        Some("dev") | None => String::new(),
+        Some("release") => " --release".to_owned(),
+        Some(other) => format!(" --profile {other}"),
     };
     anyhow::ensure!(
         path.exists(),

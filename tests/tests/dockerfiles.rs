@@ -694,9 +694,10 @@ fn the_entrypoint_is_the_binary_of_the_package_built() {
         let build = the_command(&df, &["cargo", "build"]);
         let cook = the_command(&df, &["cargo", "chef", "cook"]);
         for words in [&build, &cook] {
-            assert!(
-                words.iter().any(|w| w == "--release"),
-                "{file}: `{}` builds the release profile the image ships",
+            assert_eq!(
+                option_values(words, &["--profile"]),
+                ["lto"],
+                "{file}: `{}` builds the lto profile the image ships (and the bench measures)",
                 words.join(" ")
             );
             assert_eq!(
@@ -725,7 +726,7 @@ fn the_entrypoint_is_the_binary_of_the_package_built() {
             ep.starts_with('/') && ep.rsplit('/').next() == Some(bin.as_str()),
             "{file}: ENTRYPOINT runs {ep}, not the absolute path of {bin}"
         );
-        // The runtime stage copies exactly that binary out of a build stage's target/release.
+        // The runtime stage copies exactly that binary out of a build stage's target/lto.
         let copied = df.last().all("COPY").any(|c| {
             let (flags, sources, dest) = copy_parts(&c.args);
             let into = if dest.ends_with('/') {
@@ -735,12 +736,12 @@ fn the_entrypoint_is_the_binary_of_the_package_built() {
             };
             flags.get("from").is_some_and(|f| df.stage(f).is_some())
                 && sources.len() == 1
-                && sources[0].ends_with(&format!("target/release/{bin}"))
+                && sources[0].ends_with(&format!("target/lto/{bin}"))
                 && into == ep
         });
         assert!(
             copied,
-            "{file}: the final stage copies target/release/{bin} from a build stage to {ep}"
+            "{file}: the final stage copies target/lto/{bin} from a build stage to {ep}"
         );
     }
 }
@@ -799,12 +800,7 @@ fn dockerignore_keeps_what_cargo_reads_and_drops_build_output() {
             ".dockerignore: {raw}: anchor patterns with / or **/ and use no `!` exceptions"
         );
     }
-    for gone in [
-        "target",
-        "target/release/leader-sidecar",
-        ".git",
-        ".git/HEAD",
-    ] {
+    for gone in ["target", "target/lto/leader-sidecar", ".git", ".git/HEAD"] {
         assert!(ignore.excludes(gone), ".dockerignore must exclude {gone}");
     }
 

@@ -3,8 +3,8 @@
 //! `<out>/REPORT.md`, `<out>/report.json` and `<out>/failover.svg`.
 //!
 //! ```sh
-//! cargo build --release -p leader-sidecar -p newresource-controller -p tests --bins
-//! cargo run --release -p tests --bin bench -- [--quick | --smoke] [--runs N] [--out bench]
+//! cargo build --profile lto -p leader-sidecar -p newresource-controller -p tests --bins
+//! cargo run --profile lto -p tests --bin bench -- [--quick | --smoke] [--runs N] [--out bench]
 //! ```
 //!
 //! What it measures (every sidecar has a kubeconfig and token of its own):
@@ -60,7 +60,7 @@
 //! hold for every run (the max), not only the median.
 //!
 //! The bench locates `leader-sidecar` and `newresource-controller` next to its own executable
-//! (`target/release/`, or `target/debug/` in a test run), or at `$LEADER_SIDECAR_BIN` and
+//! (`target/lto/`, or `target/debug/` in a test run), or at `$LEADER_SIDECAR_BIN` and
 //! `$NEWRESOURCE_CONTROLLER_BIN`.
 
 #[path = "../bench/load.rs"]

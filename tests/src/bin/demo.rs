@@ -198,16 +198,20 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Step 1, first half: `$CARGO build` of the two binaries, with the demo's own profile so that
-/// a release demo measures release binaries. Without `CARGO` (the demo was not started by
+/// a release demo runs release binaries (and an `lto` one, `lto` binaries). Without `CARGO` (the demo was not started by
 /// cargo) there is nothing to build with, and the binaries must already be there.
 async fn build() -> anyhow::Result<()> {
     let Some(cargo) = std::env::var_os("CARGO") else {
         return Ok(());
     };
-    let release = !cfg!(debug_assertions);
+    let profile = testkit::bins::own_profile().unwrap_or_else(|| "dev".to_owned());
     say!(
         "building leader-sidecar and newresource-controller ...{}",
-        if release { " (release)" } else { "" }
+        if profile == "dev" {
+            String::new()
+        } else {
+            format!(" ({profile})")
+        }
     );
     let mut command = tokio::process::Command::new(cargo);
     command
@@ -222,9 +226,7 @@ async fn build() -> anyhow::Result<()> {
         // The workspace, wherever the demo was started from.
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .kill_on_drop(true);
-    if release {
-        command.arg("--release");
-    }
+    command.args(["--profile", &profile]);
     let status = command.status().await.context("cannot run cargo")?;
     anyhow::ensure!(
         status.success(),
