@@ -5,7 +5,7 @@ The RBAC in ``deploy/base/rbac.yaml`` grants list and watch on ``newresources`` 
 never GETs a single object or PATCHes.
 
 Why a fresh connection per request: each request must be abortable on its own (a window that
-ends shuts the socket of its status write down; see ``netutil.InFlight``), and a request
+ends shuts the socket of its status write down; see ``leader_client.netutil.InFlight``), and a request
 never meets a pooled connection the server has just closed, which for a write would leave us
 unsure whether it was sent. Status writes are rare (one per generation of each object), so
 the extra handshake costs nothing that matters.
@@ -26,7 +26,7 @@ import urllib.parse
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import logs
-from netutil import Aborted, InFlight, enable_keepalive, read_bounded
+from leader_client.netutil import Aborted, InFlight, enable_keepalive, read_bounded
 
 log = logs.get("kube")
 
@@ -212,7 +212,7 @@ class KubeClient:
         ``before_send(conn)`` runs after the connection is up and just before the first byte
         of the request is written: the status write checks its grant there, at the last
         moment, and may shorten the socket timeout to the time the grant has left.
-        Raises :class:`TransportError` (or :class:`netutil.Aborted`, or whatever
+        Raises :class:`TransportError` (or :class:`leader_client.netutil.Aborted`, or whatever
         ``before_send`` raises)."""
         inflight = inflight or InFlight()
         url = self.prefix + path
