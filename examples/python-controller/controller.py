@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     threading.excepthook = _excepthook
 
     try:
-        client = kube.KubeClient(settings.server, settings.token_file, settings.ca_file, settings.api_timeout)
+        client = kube.KubeClient.from_access(settings.api, settings.api_timeout)
         metrics_server = _bind(settings.metrics_bind_address, "--metrics-bind-address")
         health_server = _bind(settings.health_probe_bind_address, "--health-probe-bind-address")
     except (kube.ConfigError, RuntimeError) as e:
