@@ -28,7 +28,7 @@ from typing import Callable, Optional, Tuple
 
 import kube
 import logs
-from gate import LeadershipGate
+from leader_client.gate import LeadershipGate
 from metrics import CONTENT_TYPE, Metrics
 
 #: The API check logs under the root target, as the Rust ``main`` does.

@@ -13,12 +13,17 @@ checked before anything starts. Environment values are validated exactly like fl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
+import os
 import re
 import sys
 import urllib.parse
 from dataclasses import dataclass
 from typing import Mapping, NoReturn, Optional, Sequence, Tuple
+
+import kubeconfig
+from kubeconfig import ApiAccess
 
 PROGRAM = "newresource-controller (python)"
 VERSION = "0.1.0"
@@ -48,13 +53,27 @@ class Settings:
     metrics_bind_address: BindAddress
     health_probe_bind_address: BindAddress
     log_format: str
-    #: Base URL of the Kubernetes API (scheme, host, port and an optional path prefix).
-    server: str
-    #: ``None``: no bearer token (a local API server that allows anonymous requests).
-    token_file: Optional[str]
-    #: ``None``: the system trust store (https only).
-    ca_file: Optional[str]
+    #: The API server and credentials (see :func:`api_access` for where they come from).
+    api: ApiAccess
+    #: Where ``api`` came from, for the startup line: ``kubeconfig <path>``, ``--server``,
+    #: ``in-cluster``.
+    api_source: str
     api_timeout: float
+
+    @property
+    def server(self) -> str:
+        """Base URL of the Kubernetes API (scheme, host, port and an optional path prefix)."""
+        return self.api.server
+
+    @property
+    def token_file(self) -> Optional[str]:
+        """``None``: no token file (a literal token from a kubeconfig, or anonymous)."""
+        return self.api.token_file
+
+    @property
+    def ca_file(self) -> Optional[str]:
+        """``None``: CA data from a kubeconfig, or the system trust store (https only)."""
+        return self.api.ca_file
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,6 +235,8 @@ _FLAGS = [
     ("--health-probe-bind-address", "HEALTH_PROBE_BIND_ADDRESS", ":8081",
      "Address of /healthz and /readyz (`:8081` means every interface; `0` disables)"),
     ("--log-format", "LOG_FORMAT", "text", "Log format: text or json"),
+    ("--kubeconfig", "KUBECONFIG", "~/.kube/config if it exists, else in-cluster",
+     "Kubeconfig file(s), `:`-separated: the current context's server and credentials"),
     ("--server", "KUBE_API_SERVER", "in-cluster https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT",
      "Kubernetes API server URL"),
     ("--token-file", "KUBE_TOKEN_FILE", f"{IN_CLUSTER_TOKEN} in-cluster; none with --server",
@@ -305,28 +326,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     if api_timeout <= 0:
         raise UsageError("--api-timeout must be positive")
 
-    server = value("server", "--server", "KUBE_API_SERVER", None, validate_server)
-    token_file = value("token_file", "--token-file", "KUBE_TOKEN_FILE", None, str) or None
-    ca_file = value("certificate_authority", "--certificate-authority", "KUBE_CA_FILE", None, str) or None
-    if server is None:
-        host = environ.get("KUBERNETES_SERVICE_HOST", "")
-        port = environ.get("KUBERNETES_SERVICE_PORT", "")
-        if not host or not port:
-            raise UsageError(
-                "no Kubernetes API server: give --server (and --token-file, --certificate-authority "
-                "as needed), or run in a pod (KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT)")
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        try:
-            server = validate_server(f"https://{host}:{port}")
-        except ValueError as e:
-            raise UsageError(f"invalid in-cluster API address: {e}") from None
-        # The pod's own credentials are used only for the in-cluster server: sending the
-        # service account token to a server named by --server is the operator's explicit
-        # choice (--token-file), never a default.
-        token_file = token_file or IN_CLUSTER_TOKEN
-        ca_file = ca_file or IN_CLUSTER_CA
-
+    api, api_source = api_access(args, environ, value)
     return Settings(
         namespace=namespace,
         leader_url=leader_url,
@@ -335,11 +335,79 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         metrics_bind_address=metrics,
         health_probe_bind_address=health,
         log_format=fmt,
-        server=server,
-        token_file=token_file,
-        ca_file=ca_file,
+        api=api,
+        api_source=api_source,
         api_timeout=api_timeout,
     )
+
+
+def api_access(args: argparse.Namespace, environ: Mapping[str, str], value) -> Tuple[ApiAccess, str]:
+    """The API server and credentials, chosen as the Rust controller (kube-rs) chooses them,
+    with this controller's ``--server`` as an explicit alternative to a kubeconfig:
+
+    1. the flags: ``--kubeconfig`` or ``--server`` (both together is a usage error);
+    2. the environment: ``KUBECONFIG``, else ``KUBE_API_SERVER``. ``KUBECONFIG`` wins, as it
+       does for the Rust controller, which reads only that one;
+    3. ``$HOME/.kube/config`` if the file exists (kube-rs's ``Config::infer``; unlike kube-rs,
+       a broken one is an error here rather than a silent fall back to another cluster);
+    4. in a pod: ``https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`` with the service
+       account's token and CA.
+
+    ``--token-file`` and ``--certificate-authority`` (``KUBE_TOKEN_FILE``, ``KUBE_CA_FILE``) go
+    with ``--server`` and the in-cluster server; given as flags next to a kubeconfig they are a
+    usage error, and their variables are then ignored (a kubeconfig carries its own).
+    """
+    def from_kubeconfig(paths: str, source: str) -> Tuple[ApiAccess, str]:
+        for flag, attr in (("--token-file", "token_file"), ("--certificate-authority", "certificate_authority")):
+            if getattr(args, attr) is not None:
+                raise UsageError(f"{flag} goes with --server, not with a kubeconfig ({source})")
+        try:
+            access = kubeconfig.load(paths)
+            access = dataclasses.replace(access, server=validate_server(access.server))
+        except (kubeconfig.KubeconfigError, ValueError) as e:
+            raise UsageError(str(e)) from None
+        return access, f"kubeconfig {paths}"
+
+    def explicit(server: str) -> Tuple[ApiAccess, str]:
+        token_file = value("token_file", "--token-file", "KUBE_TOKEN_FILE", None, str) or None
+        ca_file = value("certificate_authority", "--certificate-authority", "KUBE_CA_FILE", None, str) or None
+        return ApiAccess(server=server, token_file=token_file, ca_file=ca_file), "--server"
+
+    if args.kubeconfig is not None and args.server is not None:
+        raise UsageError("give --kubeconfig or --server, not both")
+    if args.kubeconfig is not None:
+        if not args.kubeconfig:
+            raise UsageError("--kubeconfig is empty")
+        return from_kubeconfig(args.kubeconfig, "--kubeconfig")
+    if args.server is not None:
+        return explicit(value("server", "--server", "KUBE_API_SERVER", None, validate_server))
+    if environ.get("KUBECONFIG"):
+        return from_kubeconfig(environ["KUBECONFIG"], "KUBECONFIG")
+    if environ.get("KUBE_API_SERVER"):
+        return explicit(value("server", "--server", "KUBE_API_SERVER", None, validate_server))
+    home = environ.get("HOME")
+    if home and os.path.isfile(os.path.join(home, ".kube", "config")):
+        return from_kubeconfig(os.path.join(home, ".kube", "config"), "$HOME/.kube/config")
+
+    host = environ.get("KUBERNETES_SERVICE_HOST", "")
+    port = environ.get("KUBERNETES_SERVICE_PORT", "")
+    if not host or not port:
+        raise UsageError(
+            "no Kubernetes API server: give --kubeconfig (KUBECONFIG) or --server (and --token-file, "
+            "--certificate-authority as needed), or run in a pod (KUBERNETES_SERVICE_HOST and "
+            "KUBERNETES_SERVICE_PORT)")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    try:
+        server = validate_server(f"https://{host}:{port}")
+    except ValueError as e:
+        raise UsageError(f"invalid in-cluster API address: {e}") from None
+    # The pod's own credentials are used only for the in-cluster server: sending the service
+    # account token to a server named by --server is the operator's explicit choice
+    # (--token-file), never a default.
+    token_file = value("token_file", "--token-file", "KUBE_TOKEN_FILE", None, str) or IN_CLUSTER_TOKEN
+    ca_file = value("certificate_authority", "--certificate-authority", "KUBE_CA_FILE", None, str) or IN_CLUSTER_CA
+    return ApiAccess(server=server, token_file=token_file, ca_file=ca_file), "in-cluster"
 
 
 def parse_or_exit(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:

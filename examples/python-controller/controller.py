@@ -33,15 +33,21 @@ import traceback
 # Never write __pycache__ next to the modules, whatever the environment: the image's root
 # filesystem is read-only, and a source checkout stays clean.
 sys.dont_write_bytecode = True
-# Run from anywhere: the modules live next to this file.
+# Run from anywhere: the modules live next to this file, and the leader_client package
+# (clients/python) is found as leaderpath.py explains: installed, next to the modules (the
+# image), or in this source checkout.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import leaderpath  # noqa: E402
+
+leaderpath.ensure()
 
 import admin  # noqa: E402
 import config  # noqa: E402
 import kube  # noqa: E402
 import logs  # noqa: E402
-from follow import Follower, Heartbeat, SidecarClient, SourceError  # noqa: E402
-from gate import LeadershipGate  # noqa: E402
+from leader_client.follow import Follower, Heartbeat, SidecarClient, SourceError  # noqa: E402
+from leader_client.gate import LeadershipGate  # noqa: E402
 from metrics import Metrics  # noqa: E402
 from workers import Workers  # noqa: E402
 
@@ -93,7 +99,7 @@ def main(argv=None) -> int:
     threading.excepthook = _excepthook
 
     try:
-        client = kube.KubeClient(settings.server, settings.token_file, settings.ca_file, settings.api_timeout)
+        client = kube.KubeClient.from_access(settings.api, settings.api_timeout)
         metrics_server = _bind(settings.metrics_bind_address, "--metrics-bind-address")
         health_server = _bind(settings.health_probe_bind_address, "--health-probe-bind-address")
     except (kube.ConfigError, RuntimeError) as e:
@@ -109,7 +115,7 @@ def main(argv=None) -> int:
     )
 
     metrics = Metrics()
-    sidecar = SidecarClient(settings.leader_url) if settings.leader_url else None
+    sidecar = SidecarClient(settings.leader_url, kube.USER_AGENT) if settings.leader_url else None
     heartbeat = Heartbeat()
     if sidecar is not None:
         gate = LeadershipGate()

@@ -5,7 +5,7 @@ The RBAC in ``deploy/base/rbac.yaml`` grants list and watch on ``newresources`` 
 never GETs a single object or PATCHes.
 
 Why a fresh connection per request: each request must be abortable on its own (a window that
-ends shuts the socket of its status write down; see ``netutil.InFlight``), and a request
+ends shuts the socket of its status write down; see ``leader_client.netutil.InFlight``), and a request
 never meets a pooled connection the server has just closed, which for a write would leave us
 unsure whether it was sent. Status writes are rare (one per generation of each object), so
 the extra handshake costs nothing that matters.
@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import ssl
+import tempfile
 import threading
 import time
 import urllib.parse
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import logs
-from netutil import Aborted, InFlight, enable_keepalive, read_bounded
+from kubeconfig import ApiAccess
+from leader_client.netutil import Aborted, InFlight, enable_keepalive, read_bounded
 
 log = logs.get("kube")
 
@@ -109,7 +112,11 @@ class TokenSource:
     and after a 401 (kubelet rewrites projected tokens well before they expire). If a re-read
     fails the last good token is kept: the API server decides whether it is still valid."""
 
-    def __init__(self, path: Optional[str], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, path: Optional[str], clock: Callable[[], float] = time.monotonic,
+                 static: Optional[str] = None) -> None:
+        """``static``: a token given literally (a kubeconfig's ``token``), used when there is
+        no file."""
+        self._static = static
         self._path = path
         self._clock = clock
         self._lock = threading.Lock()
@@ -133,7 +140,7 @@ class TokenSource:
 
     def get(self) -> Optional[str]:
         if self._path is None:
-            return None
+            return self._static
         with self._lock:
             now = self._clock()
             if self._read_at is None or now - self._read_at >= TOKEN_REFRESH:
@@ -158,20 +165,25 @@ class KubeClient:
     ``--certificate-authority``, ``--api-timeout``)."""
 
     def __init__(self, server: str, token_file: Optional[str], ca_file: Optional[str],
-                 timeout: float) -> None:
-        parts = urllib.parse.urlsplit(server)
+                 timeout: float, access: Optional[ApiAccess] = None) -> None:
+        """``access`` (from a kubeconfig) carries the credentials; without it, the server,
+        token file and CA file are the flags'."""
+        if access is None:
+            access = ApiAccess(server=server, token_file=token_file, ca_file=ca_file)
+        parts = urllib.parse.urlsplit(access.server)
         self.scheme = parts.scheme
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.prefix = parts.path.rstrip("/")
         self.timeout = timeout
-        self.tokens = TokenSource(token_file)
+        self.tokens = TokenSource(access.token_file, static=access.token)
         self.ssl_context: Optional[ssl.SSLContext] = None
         if self.scheme == "https":
-            try:
-                self.ssl_context = ssl.create_default_context(cafile=ca_file)
-            except (OSError, ssl.SSLError) as e:
-                raise ConfigError(f"cannot load the CA bundle {ca_file}: {e}") from None
+            self.ssl_context = tls_context(access)
+
+    @classmethod
+    def from_access(cls, access: ApiAccess, timeout: float) -> "KubeClient":
+        return cls(access.server, access.token_file, access.ca_file, timeout, access)
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -212,7 +224,7 @@ class KubeClient:
         ``before_send(conn)`` runs after the connection is up and just before the first byte
         of the request is written: the status write checks its grant there, at the last
         moment, and may shorten the socket timeout to the time the grant has left.
-        Raises :class:`TransportError` (or :class:`netutil.Aborted`, or whatever
+        Raises :class:`TransportError` (or :class:`leader_client.netutil.Aborted`, or whatever
         ``before_send`` raises)."""
         inflight = inflight or InFlight()
         url = self.prefix + path
@@ -298,6 +310,49 @@ class KubeClient:
                 yield event
         finally:
             inflight.detach(conn, resp)
+
+
+def tls_context(access: ApiAccess) -> ssl.SSLContext:
+    """The TLS settings of ``access``: its CA (file or PEM data; else the system trust store),
+    or no verification at all with ``insecure-skip-tls-verify``; and its client certificate.
+
+    ``ssl`` loads a certificate chain only from files, so ``client-*-data`` are written to a
+    private temporary folder, loaded, and removed at once."""
+    try:
+        if access.insecure_skip_tls_verify:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        else:
+            ctx = ssl.create_default_context(cafile=access.ca_file, cadata=access.ca_data)
+    except (OSError, ssl.SSLError, ValueError) as e:
+        raise ConfigError(f"cannot load the CA bundle {access.ca_file or 'certificate-authority-data'}: {e}") from None
+    cert, key = access.client_cert_file, access.client_key_file
+    if access.client_cert_data is None and access.client_key_data is None:
+        if cert is not None:
+            try:
+                ctx.load_cert_chain(cert, key)
+            except (OSError, ssl.SSLError) as e:
+                raise ConfigError(f"cannot load the client certificate {cert} / {key}: {e}") from None
+        return ctx
+    try:
+        with tempfile.TemporaryDirectory(prefix="kubeconfig-") as tmp:
+            if access.client_cert_data is not None:
+                cert = _private_file(tmp, "client.crt", access.client_cert_data)
+            if access.client_key_data is not None:
+                key = _private_file(tmp, "client.key", access.client_key_data)
+            ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"cannot load the client certificate of the kubeconfig: {e}") from None
+    return ctx
+
+
+def _private_file(folder: str, name: str, data: bytes) -> str:
+    path = os.path.join(folder, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
 
 
 def _q(segment: str) -> str:

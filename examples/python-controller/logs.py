@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import math
 import os
 import sys
@@ -42,11 +43,13 @@ _settings: Dict[str, Any] = {"format": "text", "stream": None, "min_level": LEVE
 
 def configure(fmt: str = "text", stream: Optional[TextIO] = None, level: Optional[str] = None) -> None:
     """Selects the format (``text`` or ``json``), the stream (default: stderr at write time)
-    and the lowest level written.
+    and the lowest level written, for these lines and for the leader_client package's (see
+    :class:`StdlibBridge`).
 
     The level defaults to ``RUST_LOG`` when it is a plain level name (``debug``, ``info``, ...)
     so that both controllers are tuned the same way; anything else means ``info``.
     """
+    _bridge_leader_client()
     if fmt not in ("text", "json"):
         raise ValueError(f"unknown log format {fmt!r}")
     if level is None:
@@ -135,6 +138,35 @@ def emit(level: str, target: str, message: str, fields: Dict[str, Any]) -> None:
         except (OSError, ValueError):
             # stderr closed or broken: nothing sensible is left to report it on.
             pass
+
+
+#: The standard-library levels, as tracing names them.
+_STDLIB_LEVELS = ((logging.ERROR, "ERROR"), (logging.WARNING, "WARN"), (logging.INFO, "INFO"),
+                  (logging.DEBUG, "DEBUG"))
+
+
+class StdlibBridge(logging.Handler):
+    """Writes the ``leader_client`` package's records (standard :mod:`logging`, with their
+    fields in ``record.fields``) as lines of this module, under the target
+    ``leader_client::<module>``, as the Rust crate of that name logs."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = next((name for number, name in _STDLIB_LEVELS if record.levelno >= number), "TRACE")
+        fields = getattr(record, "fields", None)
+        emit(level, record.name.replace(".", "::"), record.getMessage(), fields if isinstance(fields, dict) else {})
+
+
+_bridge = StdlibBridge()
+
+
+def _bridge_leader_client() -> None:
+    """Routes the package's logger to :class:`StdlibBridge` (once); the level is this
+    module's to decide, so the package's logger passes everything down to DEBUG."""
+    package = logging.getLogger("leader_client")
+    if _bridge not in package.handlers:
+        package.addHandler(_bridge)
+    package.setLevel(logging.DEBUG)
+    package.propagate = False
 
 
 class Logger:

@@ -29,9 +29,9 @@ from typing import Any, Callable, Dict, Optional
 
 import kube
 import logs
-from gate import Grant, LeadershipGate
+from leader_client.gate import Grant, LeadershipGate
+from leader_client.netutil import GRANT_ENDED, TIMED_OUT, WINDOW_ENDED, Aborted, RequestSlot
 from metrics import Metrics
-from netutil import GRANT_ENDED, TIMED_OUT, WINDOW_ENDED, Aborted, RequestSlot
 
 log = logs.get("reconcile")
 

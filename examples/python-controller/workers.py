@@ -6,6 +6,7 @@ before anything else, then a fresh :class:`Window` starts from an empty cache: i
 NewResource and queues all of them (the full resync after a pause, which is what makes a
 new leader correct whatever happened while it was not leading), then watches for changes.
 
+The window loop is the leader_client package's (``clients/python/leader_client/windows.py``).
 When the grant is revoked, runs out or changes term (``gate.closed``), or on shutdown, the
 window is stopped: its stop flag is set (every worker checks it and the gate just before a
 write), the watch socket and the socket of every write in flight are shut down, and ALL of
@@ -24,9 +25,11 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import kube
 import logs
-from gate import LeadershipGate
+from leader_client import windows as leader_windows
+from leader_client.gate import LeadershipGate
+from leader_client.netutil import WINDOW_ENDED, Aborted, InFlight, RequestSlot
+from leader_client.windows import WindowLoop
 from metrics import CONTROLLER, Metrics
-from netutil import WINDOW_ENDED, Aborted, InFlight, RequestSlot
 from reconcile import ReconcileError, Reconciler, WindowStopped, object_key, resource_version
 
 log = logs.get("workers")
@@ -374,7 +377,9 @@ class _Relist(Exception):
 
 
 class Workers:
-    """Opens and closes active windows as the gate says (the ``window-loop`` thread)."""
+    """Opens and closes active windows as the gate says (the ``window-loop`` thread), on the
+    leader_client package's :class:`~leader_client.windows.WindowLoop`, which logs ``active
+    window started`` / ``active window ended`` (with ``term`` and ``reason``) around each."""
 
     def __init__(self, client: kube.KubeClient, namespace: Optional[str], concurrency: int,
                  gate: LeadershipGate, metrics: Metrics) -> None:
@@ -383,37 +388,32 @@ class Workers:
         self.concurrency = concurrency
         self.gate = gate
         self.metrics = metrics
-        self.shutdown_event = threading.Event()
+        self.loop = WindowLoop(gate)
         #: The window open right now (tests look at it).
         self.window: Optional[Window] = None
 
     def shutdown(self) -> None:
         """Asks :meth:`run` to close the window (if any) and return."""
-        self.shutdown_event.set()
-        self.gate.wake()
+        self.loop.stop()
 
     def run(self) -> None:
         """Runs until :meth:`shutdown`; a window open at shutdown is closed (workers stopped,
         ``active window ended`` logged) before this returns."""
-        while True:
-            grant = self.gate.opened(cancel=self.shutdown_event)
-            if grant is None:
-                return
-            term = grant.term
-            log.info("active window started", term=term)
-            self.metrics.set_leader(True)
-            log.info("Starting Controller", controller=CONTROLLER)
-            log.info("Starting workers", controller=CONTROLLER, worker_count=self.concurrency)
-            window = Window(self.client, self.namespace, self.concurrency, self.gate, self.metrics, term)
-            self.window = window
-            window.start()
-            closed = self.gate.closed(term, cancel=self.shutdown_event)
-            reason = "shutdown" if closed is None else closed.value
+        self.loop.run(self._open)
+
+    def _open(self, opened: leader_windows.Window) -> leader_windows.CloseWindow:
+        self.metrics.set_leader(True)
+        log.info("Starting Controller", controller=CONTROLLER)
+        log.info("Starting workers", controller=CONTROLLER, worker_count=self.concurrency)
+        window = Window(self.client, self.namespace, self.concurrency, self.gate, self.metrics, opened.term)
+        self.window = window
+        window.start()
+
+        def close(reason: str) -> None:
             log.info("Stopping workers", controller=CONTROLLER, reason=reason)
             window.stop()
             self.window = None
             # Every thread of the window has stopped: no write of it is in flight any more.
             self.metrics.set_leader(False)
-            log.info("active window ended", term=term, reason=reason)
-            if reason == "shutdown":
-                return
+
+        return close

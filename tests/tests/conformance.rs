@@ -58,23 +58,21 @@ macro_rules! scenarios {
 scenarios!(rust);
 scenarios!(python);
 
-/// The Python controller's own unit tests (`python3 -m unittest`), so that one test command
-/// covers both languages.
-#[test]
-fn python_controller_unit_tests_pass() -> anyhow::Result<()> {
-    let dir = conformance::repo_root().join("examples/python-controller");
+/// Runs `python3 -m unittest discover -s tests` in `dir` (relative to the repository root)
+/// and returns how many tests ran; an empty discovery is a failure, not a silent pass.
+fn python_unit_tests(dir: &str) -> anyhow::Result<u32> {
     let out = std::process::Command::new("python3")
         .args(["-m", "unittest", "discover", "-s", "tests"])
-        .current_dir(&dir)
+        .current_dir(conformance::repo_root().join(dir))
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     anyhow::ensure!(
         out.status.success(),
-        "python3 -m unittest failed ({}):\n{stderr}",
+        "python3 -m unittest failed in {dir} ({}):\n{stderr}",
         out.status
     );
-    // unittest reports "Ran N tests"; an empty discovery would be a silent pass.
+    // unittest reports "Ran N tests".
     let ran = stderr
         .lines()
         .find_map(|l| {
@@ -85,8 +83,24 @@ fn python_controller_unit_tests_pass() -> anyhow::Result<()> {
                 .ok()
         })
         .unwrap_or(0);
-    anyhow::ensure!(ran > 0, "no Python tests ran:\n{stderr}");
-    println!("python unit tests: {ran} passed");
+    anyhow::ensure!(ran > 0, "no Python tests ran in {dir}:\n{stderr}");
+    Ok(ran)
+}
+
+/// The Python controller's own unit tests (`python3 -m unittest`), so that one test command
+/// covers both languages.
+#[test]
+fn python_controller_unit_tests_pass() -> anyhow::Result<()> {
+    let ran = python_unit_tests("examples/python-controller")?;
+    println!("python controller unit tests: {ran} passed");
+    Ok(())
+}
+
+/// The unit tests of the Python client package the controller uses (`clients/python`).
+#[test]
+fn python_leader_client_unit_tests_pass() -> anyhow::Result<()> {
+    let ran = python_unit_tests("clients/python")?;
+    println!("python leader_client unit tests: {ran} passed");
     Ok(())
 }
 

@@ -1012,13 +1012,15 @@ fn the_parsers_read_what_docker_reads() {
     );
 }
 
-/// `examples/python-controller/Dockerfile`, whose build context is its own folder: one
-/// distroless Python stage, the same user and ports as the Rust controller's image, every
-/// module of the controller copied (a missing one would fail only at import time, in the
-/// cluster) and its tests left out.
+/// `examples/python-controller/Dockerfile`, whose build context is the repository root (as
+/// for the Rust images): one distroless Python stage, the same user and ports as the Rust
+/// controller's image, every module of the controller copied to `/app/` and every module of
+/// the `leader_client` package (`clients/python`) to `/app/leader_client/`, where the script's
+/// `import leader_client` finds it (a missing module would fail only at import time, in the
+/// cluster), and their tests left out.
 #[test]
 fn the_python_controller_image_carries_every_module_and_nothing_else() {
-    let context = repo_root().join("examples/python-controller");
+    let root = repo_root();
     let file = "examples/python-controller/Dockerfile";
     let df = Dockerfile::load(file);
     assert_eq!(df.stages.len(), 1, "{file}: nothing to build, one stage");
@@ -1044,38 +1046,67 @@ fn the_python_controller_image_carries_every_module_and_nothing_else() {
     let argv: Vec<String> = serde_json::from_str(&eps[0].args).expect("exec-form ENTRYPOINT");
     assert_eq!(argv, ["python3", "/app/controller.py"], "{file}");
 
-    // What the COPY globs take from the context (top level only: `*` matches no `/`).
-    let ignore = DockerIgnore::load_from(&context);
-    let mut copied = BTreeSet::new();
+    // Python files directly in `dir` (relative to the root).
+    let modules_in = |dir: &str| -> BTreeSet<String> {
+        std::fs::read_dir(root.join(dir))
+            .unwrap_or_else(|e| panic!("read {dir}: {e}"))
+            .map(|e| {
+                e.expect("a directory entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|n| n.ends_with(".py"))
+            .map(|n| format!("{dir}/{n}"))
+            .collect()
+    };
+    // What each COPY takes from the context, by destination folder. A source glob matches
+    // file names in its own folder only (`*` matches no `/`), minus what .dockerignore drops.
+    let ignore = DockerIgnore::load();
+    let mut copied: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for copy in runtime.all("COPY") {
-        let (_, sources, dest) = copy_parts(&copy.args);
-        assert_eq!(dest, "/app/", "{file}:{}: COPY into /app/", copy.line);
-        for entry in std::fs::read_dir(&context).expect("read the context") {
-            let name = entry.expect("a directory entry").file_name();
-            let name = name.to_string_lossy().into_owned();
-            if sources.iter().any(|g| glob_match(g, &name)) && !ignore.excludes(&name) {
-                copied.insert(name);
+        let (flags, sources, dest) = copy_parts(&copy.args);
+        assert!(
+            flags.is_empty(),
+            "{file}:{}: COPY from the context",
+            copy.line
+        );
+        assert!(
+            dest.ends_with('/'),
+            "{file}:{}: COPY into a folder",
+            copy.line
+        );
+        for src in sources {
+            let (dir, glob) = src.rsplit_once('/').unwrap_or((".", src.as_str()));
+            let entries = std::fs::read_dir(root.join(dir))
+                .unwrap_or_else(|e| panic!("{file}:{}: {src}: {e}", copy.line));
+            for entry in entries {
+                let name = entry.expect("a directory entry").file_name();
+                let name = name.to_string_lossy().into_owned();
+                let path = format!("{dir}/{name}");
+                if glob_match(glob, &name) && !ignore.excludes(&path) {
+                    copied.entry(dest.clone()).or_default().insert(path);
+                }
             }
         }
     }
-    let modules: BTreeSet<String> = std::fs::read_dir(&context)
-        .expect("read the context")
-        .map(|e| {
-            e.expect("a directory entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .filter(|n| n.ends_with(".py"))
-        .collect();
-    assert!(modules.contains("controller.py"), "{modules:?}");
-    assert_eq!(
-        copied, modules,
-        "{file}: COPY takes exactly the controller's modules"
-    );
+    let controller = modules_in("examples/python-controller");
     assert!(
-        ignore.excludes("tests/test_gate.py") && ignore.excludes("__pycache__/x.pyc"),
-        "{file}: .dockerignore leaves tests and bytecode out"
+        controller.contains("examples/python-controller/controller.py"),
+        "{controller:?}"
+    );
+    let package = modules_in("clients/python/leader_client");
+    assert!(
+        package.contains("clients/python/leader_client/__init__.py"),
+        "{package:?}"
+    );
+    let expected = BTreeMap::from([
+        ("/app/".to_string(), controller),
+        ("/app/leader_client/".to_string(), package),
+    ]);
+    assert_eq!(
+        copied, expected,
+        "{file}: COPY takes exactly the controller's and the package's modules"
     );
 
     // The root filesystem is read-only in the Deployment: no bytecode is written.
@@ -1099,7 +1130,7 @@ fn the_python_controller_image_carries_every_module_and_nothing_else() {
 
     // EXPOSE: the ports the controller listens on by default, as its --help says.
     let out = Command::new("python3")
-        .arg(context.join("controller.py"))
+        .arg(root.join("examples/python-controller/controller.py"))
         .arg("--help")
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()

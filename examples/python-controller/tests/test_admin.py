@@ -8,7 +8,7 @@ import unittest
 import support  # noqa: F401
 from support import LIMIT
 import admin
-from gate import GateView, LeadershipGate
+from leader_client.gate import GateView, LeadershipGate
 from metrics import Metrics
 
 

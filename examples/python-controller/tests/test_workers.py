@@ -10,7 +10,7 @@ import unittest
 import support
 from support import LIMIT, FakeApi, capture_logs
 import kube
-from gate import GateView, Grant, LeadershipGate
+from leader_client.gate import GateView, Grant, LeadershipGate
 from metrics import Metrics
 from workers import Window, Workers
 

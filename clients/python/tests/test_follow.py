@@ -7,9 +7,10 @@ import time
 import unittest
 
 import support  # noqa: F401  (import path)
-from support import LIMIT, FakeSidecar, capture_logs, follower, leader
-from follow import Follower, SidecarClient, SourceError, parse_leader_status
-from gate import Closed, LeadershipGate
+from support import capture_logs
+from leader_client.follow import Follower, SidecarClient, SourceError, parse_leader_status
+from leader_client.gate import Closed, LeadershipGate
+from leader_client.testing import LIMIT, FakeSidecar, follower, leader
 
 
 class FollowerTests(unittest.TestCase):

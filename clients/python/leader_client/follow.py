@@ -1,4 +1,4 @@
-"""Keeps the :class:`~gate.LeadershipGate` in step with the sidecar (port of
+"""Keeps the :class:`~leader_client.gate.LeadershipGate` in step with the sidecar (port of
 ``controller/src/follow.rs`` and ``sidecar_client.rs``).
 
 Three threads cooperate, and only one of them touches the state machine:
@@ -32,11 +32,11 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Tuple
 
-import logs
-from gate import GateState, LeadershipGate, Ticket
-from netutil import Aborted, InFlight, read_bounded
+from ._log import get_logger
+from .gate import GateState, LeadershipGate, Ticket
+from .netutil import Aborted, InFlight, read_bounded
 
-log = logs.get("follow")
+log = get_logger("follow")
 
 #: Answers and events larger than this are refused (ours are a few hundred bytes).
 MAX_ANSWER = 64 * 1024
@@ -48,7 +48,8 @@ MAX_IDLE = 1.0
 STREAM_IDLE_TIMEOUT = 60.0
 #: The SSE event name of leadership events.
 EVENT = "leader"
-USER_AGENT = "newresource-controller-py"
+#: Sent with every request unless the client is given another.
+USER_AGENT = "leader-client-py"
 
 
 class SourceError(Exception):
@@ -199,17 +200,18 @@ class SseParser:
 # ---------------------------------------------------------------------------------------------
 
 class SidecarClient:
-    """Talks to one sidecar, e.g. ``http://127.0.0.1:4040`` (validated by ``config.py``).
+    """Talks to one sidecar, e.g. ``http://127.0.0.1:4040`` (the base URL, without a path).
 
     Every request uses a fresh connection: it costs nothing on loopback, and it means a
     request can never race the sidecar closing an idle pooled connection (10 s)."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, user_agent: str = USER_AGENT) -> None:
         parts = urllib.parse.urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"invalid leader URL {base_url!r}")
         self.host = parts.hostname
         self.port = parts.port or 80
+        self.user_agent = user_agent
 
     def _request(self, method: str, path: str, timeout: float, inflight: InFlight
                  ) -> Tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
@@ -218,7 +220,7 @@ class SidecarClient:
         try:
             conn.connect()
             inflight.connected()
-            conn.request(method, path, headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
+            conn.request(method, path, headers={"User-Agent": self.user_agent, "Accept": "application/json"})
             return conn, conn.getresponse()
         except Exception:
             inflight.detach(conn)

@@ -6,9 +6,9 @@ import time
 import unittest
 
 import support  # noqa: F401  (import path)
-from support import LIMIT, FakeClock
-from follow import LeaderStatus
-from gate import Closed, GateState, GateView, Grant, LeadershipGate
+from leader_client.follow import LeaderStatus
+from leader_client.gate import Closed, GateState, GateView, Grant, LeadershipGate
+from leader_client.testing import LIMIT, FakeClock
 
 POLL = 1.0
 

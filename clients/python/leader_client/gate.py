@@ -24,8 +24,8 @@ argued in ``sidecar/src/elector.rs``; this module keeps our end of ``docs/leader
 4. **Unreachable means not leader.** A failed or timed-out request revokes.
 5. **Work checks the gate at the last moment.** :meth:`LeadershipGate.current` compares the
    grant with the monotonic clock each time it is asked; workers ask just before every write,
-   and a write is abandoned when the grant ends (``reconcile.py``); ``workers.py`` stops all
-   work of a window when the grant ends.
+   and a write is abandoned when the grant ends (``examples/python-controller/reconcile.py``);
+   the window loop (``windows.py``) stops all work of a window when the grant ends.
 
 What remains is a request already handed to the kernel when the process froze, which may
 reach the API server after the grant (no client can prevent that without fencing on the
@@ -49,7 +49,7 @@ from typing import Callable, Optional, Protocol
 
 
 class LeaderAnswer(Protocol):
-    """What the state machine reads from a ``/leader`` body (``follow.LeaderStatus``)."""
+    """What the state machine reads from a ``/leader`` body (:class:`.follow.LeaderStatus`)."""
 
     is_leader: bool
     term: Optional[int]

@@ -3,7 +3,7 @@
 import unittest
 
 import support  # noqa: F401
-from follow import SourceError, SseEvent, SseParser
+from leader_client.follow import SourceError, SseEvent, SseParser
 
 STREAM = (
     b": a comment\n"
