@@ -15,8 +15,8 @@
 //! # The interface a controller must offer
 //!
 //! Everything reaches the controller through its environment, with the variable names of
-//! `newresource-controller`'s flags (`LEADER_URL`, `WATCH_NAMESPACE`, `KUBECONFIG` or
-//! `KUBE_API_SERVER` + `KUBE_TOKEN_FILE` + `KUBE_CA_FILE`, `LOG_FORMAT=json`, the probe and
+//! `newresource-controller`'s flags (`LEADER_URL`, `WATCH_NAMESPACE`, `KUBECONFIG` (a
+//! kubeconfig holding the service account's token), `LOG_FORMAT=json`, the probe and
 //! metrics addresses: see [`spawn_controller`]); it answers with tracing-shaped JSON logs, probes
 //! and a clean exit after SIGTERM. `docs/leader-api.md`, "Conformance", is the one description
 //! of that interface. The controller's service account gets only the rules of the

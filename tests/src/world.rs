@@ -864,11 +864,13 @@ fn cluster_role_rules(yaml: &str, name: &str) -> anyhow::Result<Vec<PolicyRule>>
 }
 
 /// Variables of the interface that must not leak in from the test's own environment.
-const INHERITED: [&str; 8] = [
+const INHERITED: [&str; 10] = [
     "LEADER_ELECT",
     "LEADER_POLL_INTERVAL",
     "MAX_CONCURRENT_RECONCILES",
     "API_TIMEOUT",
+    "KUBE_API_SERVER",
+    "KUBE_TOKEN_FILE",
     "KUBE_CA_FILE",
     "KUBERNETES_SERVICE_HOST",
     "KUBERNETES_SERVICE_PORT",
@@ -892,7 +894,9 @@ async fn spawn_controller(
     command
         .env("LEADER_URL", format!("http://{}", sidecar.api))
         .env("WATCH_NAMESPACE", namespace)
-        .envs(credentials.env())
+        // Only the kubeconfig, so that every controller is shown to read it (the in-cluster
+        // variables of `PodCredentials::env` are the kubelet's business).
+        .env("KUBECONFIG", &credentials.kubeconfig)
         .env("LOG_FORMAT", "json")
         // A Python controller would otherwise leave __pycache__ in the source tree.
         .env("PYTHONDONTWRITEBYTECODE", "1")

@@ -9,8 +9,7 @@
 //! ```
 //!
 //! The controller gets its settings from the environment (`LEADER_URL`, `WATCH_NAMESPACE`,
-//! `KUBECONFIG` or `KUBE_API_SERVER` + `KUBE_TOKEN_FILE` + `KUBE_CA_FILE`, `LOG_FORMAT=json`,
-//! `HEALTH_PROBE_BIND_ADDRESS`, `METRICS_BIND_ADDRESS`); see `docs/leader-api.md`,
+//! `KUBECONFIG`, `LOG_FORMAT=json`, `HEALTH_PROBE_BIND_ADDRESS`, `METRICS_BIND_ADDRESS`); see `docs/leader-api.md`,
 //! "Conformance". Exit status: 0 when every scenario passed (or was skipped), 1 otherwise, 2 for
 //! bad flags.
 
