@@ -1,4 +1,4 @@
-"""Probes and metrics (port of ``controller/src/admin.rs``): ``/metrics`` on
+"""Probes and metrics (port of ``controller/src/admin.rs`` and ``plumbing/src/probes.rs``): ``/metrics`` on
 ``--metrics-bind-address``, ``/healthz`` and ``/readyz`` on ``--health-probe-bind-address``.
 
 What the probes mean, and why:

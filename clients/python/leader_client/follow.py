@@ -1,5 +1,5 @@
 """Keeps the :class:`~leader_client.gate.LeadershipGate` in step with the sidecar (port of
-``controller/src/follow.rs`` and ``sidecar_client.rs``).
+``leader-client/src/follow.rs`` and ``leader-client/src/client.rs``).
 
 Three threads cooperate, and only one of them touches the state machine:
 
@@ -59,7 +59,7 @@ class SourceError(Exception):
 @dataclass(frozen=True)
 class LeaderStatus:
     """Body of ``GET /leader`` and data of every ``/leader/watch`` event
-    (``sidecar/src/contract.rs``)."""
+    (``leader-client/src/contract.rs``)."""
 
     is_leader: bool
     identity: str

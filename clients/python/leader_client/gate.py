@@ -1,6 +1,6 @@
 """The leadership gate: whether this controller may act right now.
 
-A faithful port of ``controller/src/gate.rs``; its safety argument, restated:
+A faithful port of ``leader-client/src/gate.rs``; its safety argument, restated:
 
 The invariant is that this controller acts (starts a reconcile, sends a status write) only
 inside a *grant* from its sidecar, and a grant never extends past the sidecar's own tenure.

@@ -1,5 +1,5 @@
 """The gate's state machine driven through time with plain numbers (ported from
-``controller/src/gate_tests.rs``), and the shared ``LeadershipGate`` view."""
+``leader-client/src/gate_tests.rs``), and the shared ``LeadershipGate`` view."""
 
 import threading
 import time

@@ -9,7 +9,7 @@
 //! [`leader_sidecar::leadership::Leadership`] (the grant book), the `/leader` body from
 //! [`leader_sidecar::http::status_json`] parsed into `LeaderStatus` as a client parses it, and
 //! [`leader_client::gate::GateState`]. `node.rs` drives them the way
-//! `sidecar/src/runner.rs` and `controller/src/follow.rs` do: one Lease request at a time with
+//! `sidecar/src/runner.rs` and `leader-client/src/follow.rs` do: one Lease request at a time with
 //! its timeout (`--api-timeout` = renew deadline / 2; a renew's timeout is cut at the tenure's
 //! end), Lease observations from the standby watch only while the runner waits, the tenure
 //! published after each step; `GET /leader` with the send instant read before sending, at most

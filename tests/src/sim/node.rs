@@ -1,7 +1,7 @@
 //! One pod: a sidecar (the real [`Elector`] and [`Leadership`], driven the way
 //! `sidecar/src/runner.rs` drives them, and `/leader` answers from the real
 //! [`status_json`](leader_sidecar::http::status_json)) and its controller (the real
-//! [`GateState`], driven the way `controller/src/follow.rs` drives it).
+//! [`GateState`], driven the way `leader-client/src/follow.rs` drives it).
 
 use std::collections::VecDeque;
 use std::time::Duration;
