@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -327,7 +328,11 @@ func (k *kubeClient) watch(ctx context.Context, namespace, rv string, timeoutSec
 	defer resp.Body.Close()
 	// A watch that goes silent past its own timeout (plus a margin) is dead: cancel it.
 	readTimeout := time.Duration(timeoutSeconds)*time.Second + 30*time.Second
-	silence := time.AfterFunc(readTimeout, cancel)
+	var silent atomic.Bool
+	silence := time.AfterFunc(readTimeout, func() {
+		silent.Store(true)
+		cancel()
+	})
 	defer silence.Stop()
 	lines := bufio.NewScanner(resp.Body)
 	lines.Buffer(make([]byte, 0, 64<<10), maxBody)
@@ -345,13 +350,10 @@ func (k *kubeClient) watch(ctx context.Context, namespace, rv string, timeoutSec
 			return err
 		}
 	}
-	if err := lines.Err(); err != nil {
-		if ctx.Err() != nil && ctx.Err() != context.Canceled {
-			return ctx.Err()
-		}
-		return err
+	if silent.Load() {
+		return fmt.Errorf("the watch sent nothing for %s", readTimeout)
 	}
-	return nil
+	return lines.Err()
 }
 
 func truncate(s string, n int) string {

@@ -162,9 +162,10 @@ func loadKubeconfig(paths string) (apiAccess, error) {
 			return apiAccess{}, err
 		}
 		if a.TokenFile != "" {
-			if a.Token != "" {
-				a.TokenFile = "" // as client-go: a token in the file itself wins
-			} else if !filepath.IsAbs(a.TokenFile) {
+			// As client-go: the token file, re-read as it rotates, takes precedence over an
+			// inline token.
+			a.Token = ""
+			if !filepath.IsAbs(a.TokenFile) {
 				a.TokenFile = filepath.Join(user.dir, a.TokenFile)
 			}
 		}

@@ -164,12 +164,13 @@ func TestKubeconfigInlineDataAndInsecureAndJSON(t *testing.T) {
 	ca := base64.StdEncoding.EncodeToString([]byte("CA"))
 	kc := writeFile(t, dir, "kc.json", `{"current-context":"x","contexts":[{"name":"x","context":{"cluster":"c","user":"u"}}],
 "clusters":[{"name":"c","cluster":{"server":"https://h:1","certificate-authority-data":"`+ca+`","insecure-skip-tls-verify":true}}],
-"users":[{"name":"u","user":{"token":"t","tokenFile":"ignored"}}]}`)
+"users":[{"name":"u","user":{"token":"t","tokenFile":"tokenfile"}}]}`)
 	a, err := loadKubeconfig(kc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(a.CAData) != "CA" || !a.Insecure || a.Token != "t" || a.TokenFile != "" {
+	// tokenFile wins over token, as in client-go.
+	if string(a.CAData) != "CA" || !a.Insecure || a.Token != "" || a.TokenFile != filepath.Join(dir, "tokenfile") {
 		t.Fatalf("%+v", a)
 	}
 	for _, bad := range []string{

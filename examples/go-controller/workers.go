@@ -203,10 +203,15 @@ func (s *window) list(ctx context.Context) (string, error) {
 	if rv == "" {
 		return "", errors.New("the list answer has no resourceVersion")
 	}
+	keys := make([]string, 0, len(items))
+	for key := range items {
+		keys = append(keys, key)
+	}
+	// From here on workers own the map (under s.mu): queue from the copy of its keys.
 	s.mu.Lock()
 	s.cache = items
 	s.mu.Unlock()
-	for key := range items {
+	for _, key := range keys {
 		s.queue.add(key)
 	}
 	return rv, nil

@@ -44,7 +44,7 @@ const PODS: usize = 3;
 /// the environment (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ControllerCommand {
-    /// Used in reports: `rust`, `python`, or the program's file name.
+    /// Used in reports: `rust`, `python`, `go`, or the program's file name.
     pub name: String,
     pub program: PathBuf,
     pub args: Vec<String>,
