@@ -1,5 +1,6 @@
-//! Static checks of the image build files: `Dockerfile.sidecar`, `Dockerfile.controller` and
-//! `.dockerignore`. No Docker engine is needed: the files are parsed here, the workspace is
+//! Static checks of the image build files: `Dockerfile.sidecar`, `Dockerfile.controller`,
+//! `.dockerignore`, and the example controllers' `examples/python-controller/Dockerfile` and
+//! `examples/go-controller/Dockerfile`. No Docker engine is needed: the files are parsed here, the workspace is
 //! read with `cargo metadata`, and the default listen addresses come from the built binaries'
 //! `--help`. The build steps themselves are replayed by hand with
 //! `tests/scripts/replay-dockerfile.sh <Dockerfile>` (not in CI: it takes minutes).
