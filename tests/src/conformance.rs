@@ -44,7 +44,7 @@ const PODS: usize = 3;
 /// the environment (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ControllerCommand {
-    /// Used in reports: `rust`, `python`, or the program's file name.
+    /// Used in reports: `rust`, `python`, `go`, or the program's file name.
     pub name: String,
     pub program: PathBuf,
     pub args: Vec<String>,
@@ -68,6 +68,27 @@ impl ControllerCommand {
             name: "python".into(),
             program: "python3".into(),
             args: vec![script.display().to_string()],
+        })
+    }
+
+    /// `examples/go-controller`, built with `go` from `PATH` (once per process) into
+    /// `<target>/<profile>/go-controller/`, with its build cache there too (no network: the
+    /// module uses the standard library and `clients/go` through a `replace`). Without `go` on
+    /// `PATH` the error is a [`MissingToolchain`], which the suite reports as skipped unless
+    /// `REQUIRE_EXAMPLE_TOOLCHAINS=1`.
+    pub fn go() -> anyhow::Result<Self> {
+        static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+        let program = BUILT
+            .get_or_init(|| build_go_controller().map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(|e| match missing_toolchain("the Go controller", &["go"]) {
+                Some(missing) => anyhow::Error::new(missing),
+                None => anyhow::anyhow!(e),
+            })?;
+        Ok(Self {
+            name: "go".into(),
+            program,
+            args: Vec::new(),
         })
     }
 
@@ -118,6 +139,101 @@ impl fmt::Display for ControllerCommand {
         }
         Ok(())
     }
+}
+
+/// An example's toolchain is not on `PATH` and `REQUIRE_EXAMPLE_TOOLCHAINS=1` is not set: the
+/// caller reports the test as skipped.
+#[derive(Debug)]
+pub struct MissingToolchain(pub String);
+
+impl fmt::Display for MissingToolchain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MissingToolchain {}
+
+/// `Some` when one of `tools` is not on `PATH` and `REQUIRE_EXAMPLE_TOOLCHAINS=1` is not set
+/// (then a missing tool is an ordinary failure, as in CI).
+pub fn missing_toolchain(what: &str, tools: &[&str]) -> Option<MissingToolchain> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| {
+            !std::env::split_paths(&path).any(|dir| {
+                use std::os::unix::fs::PermissionsExt;
+                dir.join(tool)
+                    .metadata()
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+        })
+        .collect();
+    if missing.is_empty() || std::env::var("REQUIRE_EXAMPLE_TOOLCHAINS").as_deref() == Ok("1") {
+        return None;
+    }
+    Some(MissingToolchain(format!(
+        "{what} needs {missing:?} on PATH (REQUIRE_EXAMPLE_TOOLCHAINS=1 makes this a failure)"
+    )))
+}
+
+/// Where the Go examples are built: `<target>/<profile>/go-controller` (next to the workspace
+/// binaries, see [`crate::bins`]).
+pub fn go_build_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    Ok(dir.join("go-controller"))
+}
+
+/// A `go` command for `dir` (under the repository) that stays off the network and writes only
+/// under [`go_build_dir`]: its own build cache and module path, the module proxy off, the local
+/// toolchain.
+pub fn go_command(dir: &Path, args: &[&str]) -> anyhow::Result<std::process::Command> {
+    let build = go_build_dir()?;
+    let mut c = std::process::Command::new("go");
+    c.args(args)
+        .current_dir(dir)
+        .env("GOCACHE", build.join("gocache"))
+        .env("GOPATH", build.join("gopath"))
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "")
+        .env("CGO_ENABLED", "0");
+    Ok(c)
+}
+
+/// Runs a `go` command; an error carries its output.
+pub fn run_go(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = go_command(dir, args)?
+        .output()
+        .with_context(|| format!("cannot run go {}", args.join(" ")))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    anyhow::ensure!(
+        out.status.success(),
+        "go {} in {} failed ({}):\n{text}",
+        args.join(" "),
+        dir.display(),
+        out.status
+    );
+    Ok(text)
+}
+
+fn build_go_controller() -> anyhow::Result<PathBuf> {
+    let bin = go_build_dir()?.join("newresource-controller-go");
+    let bin_arg = bin.display().to_string();
+    run_go(
+        &repo_root().join("examples/go-controller"),
+        &["build", "-trimpath", "-o", &bin_arg, "."],
+    )?;
+    Ok(bin)
 }
 
 /// The workspace root (this crate lives in `tests/`).

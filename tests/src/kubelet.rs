@@ -57,6 +57,10 @@ pub enum Program {
     Workspace,
     /// `python3 <script>`, the script relative to the repository root.
     Python(&'static str),
+    /// `examples/go-controller`, built with `go` (see [`ControllerCommand::go`]).
+    ///
+    /// [`ControllerCommand::go`]: crate::conformance::ControllerCommand::go
+    GoController,
 }
 
 impl BinaryInfo {
@@ -71,6 +75,10 @@ impl BinaryInfo {
                 ensure!(script.exists(), "{} not found", script.display());
                 Ok((python3()?, vec![script.display().to_string()]))
             }
+            Program::GoController => Ok((
+                crate::conformance::ControllerCommand::go()?.program,
+                Vec::new(),
+            )),
         }
     }
 }
@@ -91,7 +99,7 @@ const CONTROLLER_LISTENERS: &[(&[&str], &str)] = &[
 ];
 
 /// The images of this repository.
-pub const BINARIES: [BinaryInfo; 3] = [
+pub const BINARIES: [BinaryInfo; 4] = [
     BinaryInfo {
         name: "leader-sidecar",
         program: Program::Workspace,
@@ -121,6 +129,14 @@ pub const BINARIES: [BinaryInfo; 3] = [
         name: "newresource-controller-python",
         program: Program::Python("examples/python-controller/controller.py"),
         dockerfile: "examples/python-controller/Dockerfile",
+        startup_line: "newresource-controller starting",
+        listeners: CONTROLLER_LISTENERS,
+    },
+    // examples/go-controller/Dockerfile: the same contract, in Go.
+    BinaryInfo {
+        name: "newresource-controller-go",
+        program: Program::GoController,
+        dockerfile: "examples/go-controller/Dockerfile",
         startup_line: "newresource-controller starting",
         listeners: CONTROLLER_LISTENERS,
     },

@@ -1,18 +1,26 @@
-//! The controller conformance suite (`testkit::conformance`) for both controllers of this
-//! repository: `newresource-controller` (Rust) and `examples/python-controller` (Python, run by
-//! `python3` from `PATH`). Any overlap of active windows fails a scenario. Run another
+//! The controller conformance suite (`testkit::conformance`) for the controllers of this
+//! repository: `newresource-controller` (Rust), `examples/python-controller` (Python, run by
+//! `python3` from `PATH`) and `examples/go-controller` (Go, built with `go` from `PATH`; skipped
+//! without it unless `REQUIRE_EXAMPLE_TOOLCHAINS=1`). Any overlap of active windows fails a scenario. Run another
 //! controller through the same scenarios with the `conformance` tool:
 //! `cargo run -p tests --bin conformance -- <command line>`.
 //!
 //! Each test prints its summary line (`cargo test -p tests --test conformance -- --nocapture`).
 
-use testkit::conformance::{self, ControllerCommand, Scenario};
+use testkit::conformance::{self, ControllerCommand, MissingToolchain, Scenario};
 
 async fn passes(
     controller: anyhow::Result<ControllerCommand>,
     scenario: Scenario,
 ) -> anyhow::Result<()> {
-    let controller = controller?;
+    let controller = match controller {
+        Ok(c) => c,
+        Err(e) if e.is::<MissingToolchain>() => {
+            println!("skipped: {e}");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     let summary = conformance::run(&controller, scenario).await?;
     println!("conformance: {summary}");
     Ok(())
@@ -57,6 +65,33 @@ macro_rules! scenarios {
 
 scenarios!(rust);
 scenarios!(python);
+scenarios!(go);
+
+/// The Go client module's and the Go controller's own checks (`go vet`, `go test`), so that one
+/// test command covers every language. Skipped without `go` on `PATH` unless
+/// `REQUIRE_EXAMPLE_TOOLCHAINS=1`.
+#[test]
+fn go_client_and_controller_vet_and_unit_tests_pass() -> anyhow::Result<()> {
+    if let Some(missing) = conformance::missing_toolchain("the Go unit tests", &["go"]) {
+        println!("skipped: {missing}");
+        return Ok(());
+    }
+    for dir in ["clients/go", "examples/go-controller"] {
+        let dir = conformance::repo_root().join(dir);
+        conformance::run_go(&dir, &["vet", "./..."])?;
+        let out = conformance::run_go(&dir, &["test", "-count=1", "-v", "./..."])?;
+        // `go test -v` prints one `--- PASS` per test; none would be a silent pass.
+        let passed = out.lines().filter(|l| l.starts_with("--- PASS")).count();
+        anyhow::ensure!(passed > 0, "no Go tests ran in {}:\n{out}", dir.display());
+        anyhow::ensure!(
+            !out.lines().any(|l| l.starts_with("--- FAIL")),
+            "Go tests failed in {}:\n{out}",
+            dir.display()
+        );
+        println!("go unit tests in {}: {passed} passed", dir.display());
+    }
+    Ok(())
+}
 
 /// Runs `python3 -m unittest discover -s tests` in `dir` (relative to the repository root)
 /// and returns how many tests ran; an empty discovery is a failure, not a silent pass.

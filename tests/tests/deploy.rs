@@ -47,9 +47,10 @@ fn repo() -> PathBuf {
 }
 
 /// The Helm chart's installs: a name and the `--set` values.
-const CHARTS: [(&str, &[&str]); 3] = [
+const CHARTS: [(&str, &[&str]); 4] = [
     ("helm", &[]),
     (PYTHON_CHART, &["controller.implementation=python"]),
+    (GO_CHART, &["controller.implementation=go"]),
     (
         "helm:production,leader-label",
         &[
@@ -84,17 +85,21 @@ fn render(install: &str) -> anyhow::Result<Vec<Value>> {
 
 const PYTHON_OVERLAY: &str = "deploy/overlays/python-controller";
 const PYTHON_CHART: &str = "helm:python";
+const GO_OVERLAY: &str = "deploy/overlays/go-controller";
+const GO_CHART: &str = "helm:go";
 const LEADER_LABEL_OVERLAY: &str = "deploy/overlays/leader-label";
 
-const INSTALLS: [&str; 8] = [
+const INSTALLS: [&str; 10] = [
     "deploy",
     "deploy/overlays/dev",
     "deploy/overlays/production",
     PYTHON_OVERLAY,
+    GO_OVERLAY,
     LEADER_LABEL_OVERLAY,
     CHARTS[0].0,
     CHARTS[1].0,
     CHARTS[2].0,
+    CHARTS[3].0,
 ];
 
 fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> anyhow::Result<&'a Value> {
@@ -620,13 +625,29 @@ async fn the_chart_with_the_python_controller_runs_with_the_same_service_account
 }
 
 async fn python_runs_with_the_same_service_account(install: &str) -> anyhow::Result<()> {
+    runs_image_with_the_same_service_account(install, "newresource-controller-python:0.1.0").await
+}
+
+/// The same with the Go controller (examples/go-controller, built with `go` from `PATH`).
+#[tokio::test]
+async fn the_go_controller_overlay_runs_with_the_same_service_account() -> anyhow::Result<()> {
+    runs_image_with_the_same_service_account(GO_OVERLAY, "newresource-controller-go:0.1.0").await
+}
+
+#[tokio::test]
+async fn the_chart_with_the_go_controller_runs_with_the_same_service_account() -> anyhow::Result<()>
+{
+    runs_image_with_the_same_service_account(GO_CHART, "newresource-controller-go:0.1.0").await
+}
+
+async fn runs_image_with_the_same_service_account(
+    install: &str,
+    expected: &str,
+) -> anyhow::Result<()> {
     let objects = render(install)?;
     let template = PodTemplate::of_deployment(&objects, DEPLOYMENT)?;
     let image = template.container("controller")?["image"].as_str();
-    ensure!(
-        image == Some("newresource-controller-python:0.1.0"),
-        "{install} runs {image:?}"
-    );
+    ensure!(image == Some(expected), "{install} runs {image:?}");
     runs_with_its_service_account(install).await
 }
 

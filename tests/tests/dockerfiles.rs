@@ -1,5 +1,6 @@
-//! Static checks of the image build files: `Dockerfile.sidecar`, `Dockerfile.controller` and
-//! `.dockerignore`. No Docker engine is needed: the files are parsed here, the workspace is
+//! Static checks of the image build files: `Dockerfile.sidecar`, `Dockerfile.controller`,
+//! `.dockerignore`, and the example controllers' `examples/python-controller/Dockerfile` and
+//! `examples/go-controller/Dockerfile`. No Docker engine is needed: the files are parsed here, the workspace is
 //! read with `cargo metadata`, and the default listen addresses come from the built binaries'
 //! `--help`. The build steps themselves are replayed by hand with
 //! `tests/scripts/replay-dockerfile.sh <Dockerfile>` (not in CI: it takes minutes).
@@ -1149,5 +1150,152 @@ fn the_python_controller_image_carries_every_module_and_nothing_else() {
         .flat_map(|e| e.args.split_whitespace())
         .map(|p| p.parse().expect("EXPOSE <port>"))
         .collect();
+    assert_eq!(exposed, public, "{file}: EXPOSE vs --help:\n{help}");
+}
+
+/// `examples/go-controller/Dockerfile`, whose build context is the repository root (the
+/// controller builds `clients/go` through its `replace` directive): a Go build stage that
+/// downloads nothing and builds a static binary, a distroless static runtime with the same
+/// user and ports as the Rust controller's image, and the entrypoint the binary built.
+#[test]
+fn the_go_controller_image_builds_offline_and_runs_distroless_as_non_root() {
+    let file = "examples/go-controller/Dockerfile";
+    let df = Dockerfile::load(file);
+    assert_eq!(df.stages.len(), 2, "{file}: a build stage and the runtime");
+    let builder = &df.stages[0];
+    assert!(
+        builder.base.starts_with("golang:1.19"),
+        "{file}: the Go of CI (Debian 12's golang-go, 1.19), not {}",
+        builder.base
+    );
+    let runtime = df.last();
+    assert!(
+        runtime.base.starts_with("gcr.io/distroless/static-") && runtime.base.ends_with(":nonroot"),
+        "{file}: a distroless static :nonroot base, not {}",
+        runtime.base
+    );
+    assert!(
+        runtime.all("RUN").next().is_none(),
+        "{file}: no shell for RUN"
+    );
+    let user = |df: &Dockerfile| df.last().all("USER").last().map(|u| u.args.clone());
+    assert_eq!(
+        user(&df),
+        user(&Dockerfile::load("Dockerfile.controller")),
+        "{file}: USER"
+    );
+
+    // Offline and static: the proxy off and cgo off for the build.
+    let env: BTreeMap<String, String> = builder
+        .all("ENV")
+        .flat_map(|e| label_pairs(&e.args))
+        .collect();
+    assert_eq!(
+        env.get("GOPROXY").map(String::as_str),
+        Some("off"),
+        "{file}: {env:?}"
+    );
+    assert_eq!(
+        env.get("CGO_ENABLED").map(String::as_str),
+        Some("0"),
+        "{file}: {env:?}"
+    );
+    let builds: Vec<Vec<String>> = builder
+        .all("RUN")
+        .flat_map(|r| shell_commands(&r.args))
+        .filter(|c| is_command(c, &["go", "build"]))
+        .collect();
+    assert_eq!(builds.len(), 1, "{file}: one go build");
+    let outputs = option_values(&builds[0], &["-o"]);
+    assert_eq!(outputs.len(), 1, "{file}: go build -o <binary>");
+
+    // Every COPY source is in the repository and in the root build context; the client
+    // module is among them.
+    let ignore = DockerIgnore::load();
+    let root = repo_root();
+    let mut sources = Vec::new();
+    for copy in builder.all("COPY") {
+        let (_, srcs, _) = copy_parts(&copy.args);
+        for src in srcs {
+            let path = root.join(&src);
+            assert!(
+                path.exists(),
+                "{file}:{}: {src} is not in the repository",
+                copy.line
+            );
+            assert!(
+                !ignore.excludes(&src),
+                "{file}:{}: {src} is excluded by .dockerignore",
+                copy.line
+            );
+            sources.push(src);
+        }
+    }
+    assert!(
+        sources
+            .iter()
+            .any(|s| s.trim_end_matches('/') == "clients/go")
+            && sources
+                .iter()
+                .any(|s| s.trim_end_matches('/') == "examples/go-controller"),
+        "{file}: COPY the controller and the client module: {sources:?}"
+    );
+
+    // The runtime runs what the builder built.
+    let copies: Vec<(BTreeMap<String, String>, Vec<String>, String)> =
+        runtime.all("COPY").map(|c| copy_parts(&c.args)).collect();
+    assert_eq!(
+        copies.len(),
+        1,
+        "{file}: the runtime copies the binary only"
+    );
+    let (flags, srcs, dest) = &copies[0];
+    assert_eq!(
+        flags.get("from"),
+        builder.name.as_ref(),
+        "{file}: COPY --from the builder"
+    );
+    assert_eq!(srcs, &outputs, "{file}: COPY the binary go build wrote");
+    assert_eq!(
+        entrypoint(&df),
+        *dest,
+        "{file}: ENTRYPOINT is the binary copied"
+    );
+
+    let labels: BTreeMap<String, String> = runtime
+        .all("LABEL")
+        .flat_map(|l| label_pairs(&l.args))
+        .collect();
+    for key in REQUIRED_LABELS {
+        assert!(labels.contains_key(key), "{file}: label {key} missing");
+    }
+
+    // EXPOSE: the ports the controller listens on by default, as its --help says.
+    if let Some(missing) =
+        testkit::conformance::missing_toolchain("the Go image's port check", &["go"])
+    {
+        println!("skipped: {missing}");
+        return;
+    }
+    let bin = testkit::conformance::ControllerCommand::go()
+        .expect("build the Go controller")
+        .program;
+    let out = Command::new(&bin)
+        .arg("--help")
+        .output()
+        .expect("run the Go controller's --help");
+    assert!(out.status.success(), "{} --help failed", bin.display());
+    let help = String::from_utf8(out.stdout).expect("UTF-8 help");
+    let public: BTreeSet<u16> = default_listen_ports(&help)
+        .into_iter()
+        .filter(|(_, lo)| !lo)
+        .map(|(p, _)| p)
+        .collect();
+    let exposed: BTreeSet<u16> = runtime
+        .all("EXPOSE")
+        .flat_map(|e| e.args.split_whitespace())
+        .map(|p| p.parse().expect("EXPOSE <port>"))
+        .collect();
+    assert!(!public.is_empty(), "no listen address in --help:\n{help}");
     assert_eq!(exposed, public, "{file}: EXPOSE vs --help:\n{help}");
 }

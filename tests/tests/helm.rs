@@ -140,6 +140,10 @@ fn each_overlay_has_its_values() -> anyhow::Result<()> {
         &["controller.implementation=python"],
     )?;
     same_objects(
+        "deploy/overlays/go-controller",
+        &["controller.implementation=go"],
+    )?;
+    same_objects(
         "deploy/overlays/leader-label",
         &["leaderLabel.enabled=true"],
     )

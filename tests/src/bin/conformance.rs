@@ -5,7 +5,7 @@
 //! cargo build -p leader-sidecar -p newresource-controller -p tests --bins
 //! cargo run -p tests --bin conformance -- python3 examples/python-controller/controller.py
 //! cargo run -p tests --bin conformance -- --scenario sigstop-sidecar ./my-controller
-//! cargo run -p tests --bin conformance            # the Rust and the Python controller
+//! cargo run -p tests --bin conformance            # the Rust, the Python and the Go controller
 //! ```
 //!
 //! The controller gets its settings from the environment (`LEADER_URL`, `WATCH_NAMESPACE`,
@@ -29,8 +29,8 @@ struct Args {
     #[arg(long = "scenario", env = "CONFORMANCE_SCENARIOS", value_delimiter = ',', value_parser = parse_scenario)]
     scenarios: Vec<Scenario>,
 
-    /// The controller's command line [default: $CONFORMANCE_CONTROLLER, else both the Rust and
-    /// the Python controller of this repository].
+    /// The controller's command line [default: $CONFORMANCE_CONTROLLER, else the Rust, the
+    /// Python and (with `go` on PATH) the Go controller of this repository].
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
@@ -56,7 +56,13 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else if let Some(c) = ControllerCommand::from_env()? {
         vec![c]
     } else {
-        vec![ControllerCommand::rust()?, ControllerCommand::python()?]
+        let mut all = vec![ControllerCommand::rust()?, ControllerCommand::python()?];
+        match ControllerCommand::go() {
+            Ok(go) => all.push(go),
+            Err(e) if e.is::<conformance::MissingToolchain>() => println!("# go: skipped: {e}"),
+            Err(e) => return Err(e),
+        }
+        all
     };
     let scenarios = if args.scenarios.is_empty() {
         Scenario::ALL.to_vec()

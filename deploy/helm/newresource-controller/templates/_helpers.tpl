@@ -88,16 +88,20 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- $impl := .Values.controller.implementation -}}
 {{- if eq $impl "python" -}}
 {{- include "newresource-controller.image" (list .Values.controller.pythonImage .) -}}
+{{- else if eq $impl "go" -}}
+{{- include "newresource-controller.image" (list .Values.controller.goImage .) -}}
 {{- else if eq $impl "rust" -}}
 {{- include "newresource-controller.image" (list .Values.controller.image .) -}}
 {{- else -}}
-{{- fail (printf "controller.implementation must be rust or python, not %q" $impl) -}}
+{{- fail (printf "controller.implementation must be rust, python or go, not %q" $impl) -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "newresource-controller.controllerPullPolicy" -}}
 {{- if eq .Values.controller.implementation "python" -}}
 {{- .Values.controller.pythonImage.pullPolicy -}}
+{{- else if eq .Values.controller.implementation "go" -}}
+{{- .Values.controller.goImage.pullPolicy -}}
 {{- else -}}
 {{- .Values.controller.image.pullPolicy -}}
 {{- end -}}

@@ -1,0 +1,3 @@
+module github.com/leader-sidecar/leader-client-go
+
+go 1.19
