@@ -157,20 +157,8 @@ impl std::error::Error for MissingToolchain {}
 /// `Some` when one of `tools` is not on `PATH` and `REQUIRE_EXAMPLE_TOOLCHAINS=1` is not set
 /// (then a missing tool is an ordinary failure, as in CI).
 pub fn missing_toolchain(what: &str, tools: &[&str]) -> Option<MissingToolchain> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|tool| {
-            !std::env::split_paths(&path).any(|dir| {
-                use std::os::unix::fs::PermissionsExt;
-                dir.join(tool)
-                    .metadata()
-                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            })
-        })
-        .collect();
-    if missing.is_empty() || std::env::var("REQUIRE_EXAMPLE_TOOLCHAINS").as_deref() == Ok("1") {
+    let missing = crate::process::missing_from_path(tools);
+    if missing.is_empty() || crate::process::toolchains_required() {
         return None;
     }
     Some(MissingToolchain(format!(

@@ -283,3 +283,42 @@ fn collect_pipe(
         String::from_utf8_lossy(&text).into_owned()
     })
 }
+
+/// The tools of `tools` that are not an executable file in any directory of `PATH`.
+pub fn missing_from_path<'a>(tools: &[&'a str]) -> Vec<&'a str> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    tools
+        .iter()
+        .copied()
+        .filter(|tool| {
+            !std::env::split_paths(&path).any(|dir| {
+                dir.join(tool)
+                    .metadata()
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+        })
+        .collect()
+}
+
+/// Whether a missing tool fails a test instead of skipping it (`REQUIRE_EXAMPLE_TOOLCHAINS=1`,
+/// as in CI).
+pub fn toolchains_required() -> bool {
+    std::env::var("REQUIRE_EXAMPLE_TOOLCHAINS").as_deref() == Ok("1")
+}
+
+/// Whether every one of `tools` is on `PATH`. When one is missing: an error under
+/// [`toolchains_required`], else a `skipped:` line (naming `what` needs them, and where they
+/// come from: `hint`) and `false`.
+pub fn tools_present(what: &str, tools: &[&str], hint: &str) -> anyhow::Result<bool> {
+    let missing = missing_from_path(tools);
+    if missing.is_empty() {
+        return Ok(true);
+    }
+    anyhow::ensure!(
+        !toolchains_required(),
+        "{what}: {missing:?} not on PATH, and REQUIRE_EXAMPLE_TOOLCHAINS=1{hint}"
+    );
+    println!("skipped: {what} needs {missing:?} on PATH{hint}");
+    Ok(false)
+}

@@ -54,32 +54,6 @@ fn doc_block(heading: &str, lang: &str) -> anyhow::Result<String> {
     anyhow::bail!("the {fence} block under \"## {heading}\" is not closed")
 }
 
-/// Whether all `tools` are on `PATH`. When one is missing: an error under
-/// `REQUIRE_EXAMPLE_TOOLCHAINS=1`, else a `skipped:` line and `false`.
-fn tools_present(example: &str, tools: &[&str]) -> anyhow::Result<bool> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|tool| !std::env::split_paths(&path).any(|dir| is_executable(&dir.join(tool))))
-        .collect();
-    if missing.is_empty() {
-        return Ok(true);
-    }
-    anyhow::ensure!(
-        std::env::var("REQUIRE_EXAMPLE_TOOLCHAINS").as_deref() != Ok("1"),
-        "{example}: {missing:?} not on PATH, and REQUIRE_EXAMPLE_TOOLCHAINS=1"
-    );
-    println!("skipped: the {example} needs {missing:?} on PATH");
-    Ok(false)
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
 /// Runs a build step to completion; its output goes into the error when it fails.
 async fn run_step(mut command: Command, what: &str) -> anyhow::Result<()> {
     command.stdin(Stdio::null()).kill_on_drop(true);
@@ -262,7 +236,7 @@ async fn exercise(example: &Example) -> anyhow::Result<()> {
 #[tokio::test]
 async fn the_shell_loop_in_the_docs_follows_the_rules() -> anyhow::Result<()> {
     let name = "shell loop";
-    if !tools_present(name, &["sh", "curl", "jq"])? {
+    if !testkit::process::tools_present(&format!("the {name}"), &["sh", "curl", "jq"], "")? {
         return Ok(());
     }
     let dir = TempDir::new("leader-api-sh")?;
@@ -280,7 +254,7 @@ async fn the_shell_loop_in_the_docs_follows_the_rules() -> anyhow::Result<()> {
 #[tokio::test]
 async fn the_go_loop_in_the_docs_follows_the_rules() -> anyhow::Result<()> {
     let name = "Go loop";
-    if !tools_present(name, &["go"])? {
+    if !testkit::process::tools_present(&format!("the {name}"), &["go"], "")? {
         return Ok(());
     }
     let dir = TempDir::new("leader-api-go")?;

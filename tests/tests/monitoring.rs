@@ -51,33 +51,6 @@ fn monitoring() -> PathBuf {
     repo().join("deploy/monitoring")
 }
 
-/// Whether every tool is on PATH. A missing one fails the test under
-/// `REQUIRE_EXAMPLE_TOOLCHAINS=1`, else prints a `skipped:` line and returns `false`.
-fn tools_present(test: &str, tools: &[&str]) -> anyhow::Result<bool> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|tool| {
-            !std::env::split_paths(&path).any(|dir| {
-                dir.join(tool)
-                    .metadata()
-                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            })
-        })
-        .collect();
-    if missing.is_empty() {
-        return Ok(true);
-    }
-    ensure!(
-        std::env::var("REQUIRE_EXAMPLE_TOOLCHAINS").as_deref() != Ok("1"),
-        "{test}: {missing:?} not on PATH, and REQUIRE_EXAMPLE_TOOLCHAINS=1 (Debian package prometheus)"
-    );
-    println!("skipped: {test} needs {missing:?} on PATH (Debian package prometheus)");
-    Ok(false)
-}
-
 /// The PrometheusRule of deploy/monitoring.
 fn prometheus_rule() -> anyhow::Result<Value> {
     let path = monitoring().join("prometheusrule.yaml");
@@ -150,7 +123,11 @@ fn run_tool(cmd: &mut std::process::Command) -> anyhow::Result<String> {
 
 #[test]
 fn alert_rules_pass_promtool_check_and_their_unit_tests() -> anyhow::Result<()> {
-    if !tools_present("the alert rule tests", &["promtool"])? {
+    if !testkit::process::tools_present(
+        "the alert rule tests",
+        &["promtool"],
+        " (Debian package prometheus)",
+    )? {
         return Ok(());
     }
     let dir = TempDir::new("monitoring-rules")?;
@@ -382,7 +359,11 @@ fn dashboard_queries_parse_and_use_only_its_variables() -> anyhow::Result<()> {
     assert_eq!(variables, ["datasource", "namespace", "pod"]);
     let queries = dashboard_queries()?;
     ensure!(queries.len() >= 10, "{} queries", queries.len());
-    if !tools_present("the dashboard query check", &["promtool"])? {
+    if !testkit::process::tools_present(
+        "the dashboard query check",
+        &["promtool"],
+        " (Debian package prometheus)",
+    )? {
         return Ok(());
     }
     // Each query as a recording rule: `promtool check rules` parses them all.
@@ -787,7 +768,11 @@ async fn reconciles(prom: &Prometheus, pod: &str) -> anyhow::Result<f64> {
 
 #[tokio::test]
 async fn a_real_prometheus_sees_one_leader_through_a_kill_9_failover() -> anyhow::Result<()> {
-    if !tools_present("the Prometheus end-to-end test", &["prometheus"])? {
+    if !testkit::process::tools_present(
+        "the Prometheus end-to-end test",
+        &["prometheus"],
+        " (Debian package prometheus)",
+    )? {
         return Ok(());
     }
     let cluster = TestCluster::start().await?;
