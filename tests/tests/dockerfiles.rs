@@ -521,6 +521,21 @@ fn entrypoint(df: &Dockerfile) -> String {
     argv[0].clone()
 }
 
+/// The final stage of `df` runs on a distroless `:nonroot` image whose name starts with
+/// `base`, and so has no shell for `RUN`.
+fn runs_distroless_without_shell(file: &str, df: &Dockerfile, base: &str) {
+    let runtime = df.last();
+    assert!(
+        runtime.base.starts_with(base) && runtime.base.ends_with(":nonroot"),
+        "{file}: the final stage runs on a distroless :nonroot image ({base}…), not {}",
+        runtime.base
+    );
+    assert!(
+        runtime.all("RUN").next().is_none(),
+        "{file}: the runtime image has no shell for RUN"
+    );
+}
+
 #[test]
 fn each_image_is_built_in_stages_and_runs_distroless_as_non_root() {
     for (file, pkg) in IMAGES {
@@ -565,16 +580,8 @@ fn each_image_is_built_in_stages_and_runs_distroless_as_non_root() {
             );
         }
 
+        runs_distroless_without_shell(file, &df, "gcr.io/distroless/");
         let runtime = df.last();
-        assert!(
-            runtime.base.starts_with("gcr.io/distroless/") && runtime.base.ends_with(":nonroot"),
-            "{file}: the final stage runs on a distroless :nonroot image, not {}",
-            runtime.base
-        );
-        assert!(
-            runtime.all("RUN").next().is_none(),
-            "{file}: the runtime image has no shell for RUN"
-        );
         for cmd in runtime.all("CMD") {
             assert!(
                 cmd.args.starts_with('['),
@@ -1168,16 +1175,8 @@ fn the_go_controller_image_builds_offline_and_runs_distroless_as_non_root() {
         "{file}: the Go of CI (Debian 12's golang-go, 1.19), not {}",
         builder.base
     );
+    runs_distroless_without_shell(file, &df, "gcr.io/distroless/static-");
     let runtime = df.last();
-    assert!(
-        runtime.base.starts_with("gcr.io/distroless/static-") && runtime.base.ends_with(":nonroot"),
-        "{file}: a distroless static :nonroot base, not {}",
-        runtime.base
-    );
-    assert!(
-        runtime.all("RUN").next().is_none(),
-        "{file}: no shell for RUN"
-    );
     let user = |df: &Dockerfile| df.last().all("USER").last().map(|u| u.args.clone());
     assert_eq!(
         user(&df),
