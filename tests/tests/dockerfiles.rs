@@ -409,6 +409,46 @@ fn package_bins(name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The workspace packages `name` links (its normal dependencies, transitively; dev-dependencies
+/// are not in the image).
+fn workspace_closure(name: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![name.to_string()];
+    while let Some(next) = todo.pop() {
+        for dep in package(&next)["dependencies"]
+            .as_array()
+            .expect("dependencies")
+        {
+            let local = dep["path"].is_string();
+            let normal = dep["kind"].is_null();
+            let dep_name = dep["name"].as_str().expect("dependency name").to_string();
+            if local && normal && seen.insert(dep_name.clone()) {
+                todo.push(dep_name);
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn neither_image_builds_the_other_binary_crate() {
+    let controller = workspace_closure("newresource-controller");
+    let sidecar = workspace_closure("leader-sidecar");
+    assert!(
+        !controller.contains("leader-sidecar"),
+        "newresource-controller links the sidecar crate: {controller:?}"
+    );
+    assert!(
+        !sidecar.contains("newresource-controller"),
+        "leader-sidecar links the controller crate: {sidecar:?}"
+    );
+    // Both share the contract types and the plumbing, from one place each.
+    for shared in ["leader-client", "plumbing"] {
+        assert!(controller.contains(shared), "{controller:?}");
+        assert!(sidecar.contains(shared), "{sidecar:?}");
+    }
+}
+
 /// The directories of the workspace members.
 fn member_dirs() -> Vec<PathBuf> {
     metadata()["packages"]
