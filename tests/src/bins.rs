@@ -28,7 +28,7 @@ pub fn own_profile() -> Option<String> {
     cargo_profile(&dir)
 }
 
-/// Like [`binary`], with an error instead of a panic (for the demo and the bench, whose release
+/// Like [`binary`], with an error instead of a panic (for the demo and the bench, whose `lto`
 /// builds abort on panic).
 pub fn try_binary(name: &str) -> anyhow::Result<PathBuf> {
     let var = format!("{}_BIN", name.to_uppercase().replace('-', "_"));

@@ -20,7 +20,7 @@
 //! 9. with `--keep-running`, restarts the stopped pod and runs until Ctrl-C.
 
 /// `println!` that ignores a closed stdout (`demo | head`): printing must not panic, because a
-/// panic in the release profile aborts, and an abort skips the drops that stop the pods'
+/// panic in the `lto` profile aborts, and an abort skips the drops that stop the pods'
 /// processes.
 macro_rules! say {
     ($($arg:tt)*) => {{
