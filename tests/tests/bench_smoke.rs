@@ -12,7 +12,7 @@ use std::time::Duration;
 use testkit::process::{Finished, run_bounded};
 use tokio::process::Command;
 
-/// Upper bound of a smoke run (about 30 s in a debug build); a hung bench fails the test
+/// Upper bound of a smoke run (about 40 s in a debug build); a hung bench fails the test
 /// instead of hanging it.
 const TIMEOUT: Duration = Duration::from_secs(180);
 

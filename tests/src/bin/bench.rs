@@ -39,7 +39,14 @@
 //!    as the ratio of the two throughputs of each round (target: median ≥ 0.9): on a shared,
 //!    noisy machine a ratio measured within one round is steadier than absolute figures. If
 //!    `wrk` is on `PATH` each round also runs `wrk -t1 -c64 -d10s --latency` (pinned to CPU 1)
-//!    against both, giving a second ratio.
+//!    against both, giving a second ratio. Also reported: each server's CPU time per request
+//!    (from `/proc/<pid>/stat`), which depends less than throughput on what else runs on CPU 0.
+//!    Where the difference goes (perf on a symbolized sidecar, strace -c): both servers make
+//!    one `recvfrom` and one `writev` per request, and about three quarters of the sidecar's
+//!    CPU is the kernel's TCP path; its extra user time (about 1 µs of about 10 µs per
+//!    request) is the status JSON (serde_json, about 2.5% of samples), the header-read timeout
+//!    (a tokio timer armed and dropped per request, about 1.5%), the handler glue and a few
+//!    more allocations.
 //! 4. **Peak RSS**: `VmHWM` of every sidecar, read after the load and before each failover
 //!    kill or handover, at the end of each request-rate window, and in part 7. Target ≤ 9 MiB.
 //! 5. **Lease API requests per minute**, 1 leader with 1, 3 and 10 standbys at default timings:
@@ -75,14 +82,24 @@
 //!    write (the LIST and the store's initial sync; reconciles wait for the whole LIST) in
 //!    window open → all reconciled is reported, with a watcher's initial LIST of all objects
 //!    timed alone from the bench (5 times). **Decision on a warm reflector store** kept across
-//!    windows: it would only remove that cold start; it would pay if that share were above
-//!    20%. Measured (bench/REPORT.md): see the takeover rows and notes there.
+//!    windows (kube-runtime's reflector running while standby; writes still fenced by the
+//!    grant; its store possibly stale at window open, so the window must still visit every
+//!    object): it could only remove that cold start, and would pay if that share were above
+//!    20%. Measured on 2026-12-03 (bench/REPORT.md, 10 000 objects, 3 runs): window open →
+//!    first status write 362 ms median (257–462 ms), 6.3% (5.7–10.4%) of window open → all
+//!    reconciled (4.48 s; 4.43–5.70 s), itself behind 14.1 s of kill → window open. So it is
+//!    not implemented. Even with nothing to change (window open → all 10 000 visited without
+//!    a write: 1.0–1.4 s, polled, where a LIST like the takeover windows' 0.26–0.46 s would be
+//!    a larger share) it would save a few hundred ms of a 15 s takeover, and it would cost
+//!    every standby the store: the leader's VmHWM with 10 000 objects is 22 MiB against
+//!    8.7 MiB for a standby without one.
 //!
 //! `--quick` shortens everything (2 crash runs with a 3 s lease, 3 handovers, 3 rounds of 3 s
 //! of load, 10 s windows, 2 startups, one takeover with 2 000 NewResources); `--smoke` is for
 //! CI (`tests/tests/bench_smoke.rs`: one run of each, one round of 1 s of load, 5 s windows,
-//! 50 NewResources; about 30 s in a debug build) and gives no verdicts. `--only crash,load,...` runs a subset. Verdicts are strict: a failover target must
-//! hold for every run (the max), not only the median.
+//! 50 NewResources; about 40 s in a debug build) and gives no verdicts.
+//! `--only crash,load,...` runs a subset. Verdicts are strict: a failover target must hold for
+//! every run (the max), not only the median.
 //!
 //! The bench locates `leader-sidecar` and `newresource-controller` next to its own executable
 //! (`target/release/`, or `target/debug/` in a test run), or at `$LEADER_SIDECAR_BIN` and
