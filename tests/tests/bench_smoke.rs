@@ -12,7 +12,7 @@ use std::time::Duration;
 use testkit::process::{Finished, run_bounded};
 use tokio::process::Command;
 
-/// Upper bound of a smoke run (about 30 s in a debug build); a hung bench fails the test
+/// Upper bound of a smoke run (about 40 s in a debug build); a hung bench fails the test
 /// instead of hanging it.
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -69,11 +69,16 @@ async fn bench_smoke_writes_the_report_the_json_and_the_timeline() {
         "graceful handover",
         "/leader throughput",
         "/leader latency",
+        "bare hyper baseline",
+        "/leader ÷ baseline throughput, in-repo generator",
         "Lease API requests/min, 1 leader + 10 standby(s)",
         "startup",
         "sidecar peak RSS",
         "controller peak RSS",
         "failover timeline",
+        "takeover with 50 NewResources",
+        "takeover: cold start",
+        "takeover: new leader controller peak RSS",
     ] {
         assert!(
             metrics.iter().any(|m| m.starts_with(prefix)),
@@ -90,6 +95,7 @@ async fn bench_smoke_writes_the_report_the_json_and_the_timeline() {
         "peak_rss_kb_by_phase",
         "controller_peak_rss",
         "failover_timeline",
+        "takeover",
     ] {
         assert!(details.get(key).is_some(), "no details.{key} in {json}");
     }
@@ -110,6 +116,20 @@ async fn bench_smoke_writes_the_report_the_json_and_the_timeline() {
     assert_eq!(
         failover["timeline"]["lanes"].as_array().map(Vec::len),
         Some(2),
+        "{json}"
+    );
+
+    let takeover = &details["takeover"];
+    positive(
+        &takeover["new_leader_peak_rss_kb"],
+        "takeover.new_leader_peak_rss_kb",
+    );
+    positive(
+        &takeover["window_open_to_all_reconciled_ms"]["median"],
+        "takeover.window_open_to_all_reconciled_ms",
+    );
+    assert!(
+        details["leader_load"]["ratio_to_baseline"]["median"].as_f64() > Some(0.0),
         "{json}"
     );
 

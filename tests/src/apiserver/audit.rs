@@ -61,6 +61,17 @@ impl AuditLog {
         records.push_back(record);
     }
 
+    /// The records for which `keep` holds (cloning only those).
+    pub fn records_where(&self, keep: impl Fn(&AuditRecord) -> bool) -> Vec<AuditRecord> {
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|r| keep(r))
+            .cloned()
+            .collect()
+    }
+
     pub fn records(&self) -> Vec<AuditRecord> {
         self.records
             .lock()

@@ -416,3 +416,10 @@ pub async fn wrk(
     );
     Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
 }
+
+/// The `Requests/sec:` figure of wrk's output.
+pub fn wrk_rps(out: &str) -> Option<f64> {
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+}
