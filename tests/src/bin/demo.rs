@@ -5,7 +5,7 @@
 //! duration, and a graceful handover in well under a second.
 //!
 //! ```sh
-//! cargo run --release -p tests --bin demo [-- --fast] [--keep-running] [--out FILE.svg]
+//! cargo run --profile demo -p tests --bin demo [-- --fast] [--keep-running] [--out FILE.svg]
 //! ```
 //!
 //! 1. builds both binaries (`$CARGO build`, unless `--no-build` or not run by cargo);
@@ -215,12 +215,22 @@ async fn build() -> anyhow::Result<()> {
     );
     let mut command = tokio::process::Command::new(cargo);
     command
+        // `-p tests` too, although only the two binaries are built: cargo unifies dependency
+        // features over the packages named, so this resolves exactly as the `cargo run -p tests`
+        // that started us did and reuses every dependency it built, instead of building most
+        // of them again with other features.
         .args([
             "build",
             "--quiet",
             "-p",
+            "tests",
+            "-p",
             "leader-sidecar",
             "-p",
+            "newresource-controller",
+            "--bin",
+            "leader-sidecar",
+            "--bin",
             "newresource-controller",
         ])
         // The workspace, wherever the demo was started from.
