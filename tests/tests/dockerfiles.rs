@@ -954,6 +954,37 @@ fn default_listen_ports(help: &str) -> BTreeMap<u16, bool> {
     out
 }
 
+/// `EXPOSE` of the final stage of `df` lists exactly the ports the image's program listens on
+/// outside loopback by default, as its `--help` says.
+fn assert_exposes_the_public_listen_ports(file: &str, df: &Dockerfile, help: &str) {
+    let ports = default_listen_ports(help);
+    let public: BTreeSet<u16> = ports
+        .iter()
+        .filter(|(_, lo)| !**lo)
+        .map(|(p, _)| *p)
+        .collect();
+    assert!(
+        !public.is_empty(),
+        "{file}: --help shows no default listen address:\n{help}"
+    );
+    let exposed: BTreeSet<u16> = df
+        .last()
+        .all("EXPOSE")
+        .flat_map(|e| e.args.split_whitespace())
+        .map(|p| {
+            let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+            assert_eq!(proto, "tcp", "{file}: EXPOSE {p}");
+            port.parse()
+                .unwrap_or_else(|_| panic!("{file}: EXPOSE {p} is not a port number"))
+        })
+        .collect();
+    assert_eq!(
+        exposed, public,
+        "{file}: EXPOSE the ports the program listens on outside loopback by default ({ports:?}, \
+         true = loopback)"
+    );
+}
+
 #[test]
 fn exposed_ports_are_the_default_listen_ports() {
     for (file, _) in IMAGES {
@@ -967,33 +998,7 @@ fn exposed_ports_are_the_default_listen_ports() {
             .unwrap_or_else(|e| panic!("run {bin} --help: {e}"));
         assert!(out.status.success(), "{bin} --help failed");
         let help = String::from_utf8(out.stdout).expect("UTF-8 help");
-        let ports = default_listen_ports(&help);
-        let public: BTreeSet<u16> = ports
-            .iter()
-            .filter(|(_, lo)| !**lo)
-            .map(|(p, _)| *p)
-            .collect();
-        assert!(
-            !public.is_empty(),
-            "{bin} --help shows no default listen address:\n{help}"
-        );
-
-        let exposed: BTreeSet<u16> = df
-            .last()
-            .all("EXPOSE")
-            .flat_map(|e| e.args.split_whitespace())
-            .map(|p| {
-                let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
-                assert_eq!(proto, "tcp", "{file}: EXPOSE {p}");
-                port.parse()
-                    .unwrap_or_else(|_| panic!("{file}: EXPOSE {p} is not a port number"))
-            })
-            .collect();
-        assert_eq!(
-            exposed, public,
-            "{file}: EXPOSE the ports {bin} listens on outside loopback by default ({ports:?}, \
-             true = loopback)"
-        );
+        assert_exposes_the_public_listen_ports(file, &df, &help);
     }
 }
 
@@ -1187,17 +1192,7 @@ fn the_python_controller_image_carries_every_module_and_nothing_else() {
     // argparse wraps its help at the terminal width, inside `[default: …]` too.
     let help = String::from_utf8(out.stdout).expect("UTF-8 help");
     let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
-    let public: BTreeSet<u16> = default_listen_ports(&help)
-        .into_iter()
-        .filter(|(_, lo)| !lo)
-        .map(|(p, _)| p)
-        .collect();
-    let exposed: BTreeSet<u16> = runtime
-        .all("EXPOSE")
-        .flat_map(|e| e.args.split_whitespace())
-        .map(|p| p.parse().expect("EXPOSE <port>"))
-        .collect();
-    assert_eq!(exposed, public, "{file}: EXPOSE vs --help:\n{help}");
+    assert_exposes_the_public_listen_ports(file, &df, &help);
 }
 
 /// `examples/go-controller/Dockerfile`, whose build context is the repository root (the
@@ -1325,16 +1320,5 @@ fn the_go_controller_image_builds_offline_and_runs_distroless_as_non_root() {
         .expect("run the Go controller's --help");
     assert!(out.status.success(), "{} --help failed", bin.display());
     let help = String::from_utf8(out.stdout).expect("UTF-8 help");
-    let public: BTreeSet<u16> = default_listen_ports(&help)
-        .into_iter()
-        .filter(|(_, lo)| !lo)
-        .map(|(p, _)| p)
-        .collect();
-    let exposed: BTreeSet<u16> = runtime
-        .all("EXPOSE")
-        .flat_map(|e| e.args.split_whitespace())
-        .map(|p| p.parse().expect("EXPOSE <port>"))
-        .collect();
-    assert!(!public.is_empty(), "no listen address in --help:\n{help}");
-    assert_eq!(exposed, public, "{file}: EXPOSE vs --help:\n{help}");
+    assert_exposes_the_public_listen_ports(file, &df, &help);
 }

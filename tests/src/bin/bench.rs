@@ -1134,6 +1134,39 @@ impl Bench {
         Ok(())
     }
 
+    /// Starts two pods on `lease` in `ns`, each a sidecar and a `newresource-controller` with
+    /// API users of their own, and returns them with the index of the one that leads.
+    async fn start_pod_pair(
+        &self,
+        ns: &str,
+        lease: &str,
+        names: &[&str; 2],
+        flags: &[String],
+    ) -> anyhow::Result<(Vec<Pod>, usize)> {
+        let mut pods = Vec::new();
+        for &name in names {
+            let (sidecar_kc, _) = self.cluster.client_kubeconfig(&sidecar_user(name))?;
+            let (controller_kc, _) = self.cluster.client_kubeconfig(&controller_user(name))?;
+            let spec = PodSpec {
+                name: name.to_owned(),
+                sidecar: SidecarSpec::new(&sidecar_kc, ns, lease, name).args(flags.iter().cloned()),
+                controller_kubeconfig: controller_kc,
+                controller_args: vec!["--namespace".into(), ns.to_owned()],
+            };
+            pods.push(
+                Pod::start(spec)
+                    .await
+                    .with_context(|| format!("starting {name}"))?,
+            );
+        }
+        let leader = one_leader(&[&pods[0].sidecar, &pods[1].sidecar]).await?;
+        let l = pods
+            .iter()
+            .position(|p| p.sidecar.identity == leader)
+            .context("the leader is none of the pods")?;
+        Ok((pods, l))
+    }
+
     /// Two pods, each a sidecar and a `newresource-controller` pointed at it, on one Lease:
     /// the leader's controller reconciles `plan.objects` NewResources, both controllers'
     /// `VmHWM` is read (leading and standby), then the leading sidecar is SIGKILLed and the
@@ -1148,28 +1181,9 @@ impl Bench {
         let lease = "controller-failover";
         // Time 0 of the timeline.
         let t0 = Timestamp::now();
-        let mut pods = Vec::new();
-        for name in ["pod-a", "pod-b"] {
-            let (sidecar_kc, _) = self.cluster.client_kubeconfig(&sidecar_user(name))?;
-            let (controller_kc, _) = self.cluster.client_kubeconfig(&controller_user(name))?;
-            let spec = PodSpec {
-                name: name.to_owned(),
-                sidecar: SidecarSpec::new(&sidecar_kc, &ns, lease, name)
-                    .args(flags.iter().cloned()),
-                controller_kubeconfig: controller_kc,
-                controller_args: vec!["--namespace".into(), ns.clone()],
-            };
-            pods.push(
-                Pod::start(spec)
-                    .await
-                    .with_context(|| format!("starting {name}"))?,
-            );
-        }
-        let leader = one_leader(&[&pods[0].sidecar, &pods[1].sidecar]).await?;
-        let l = pods
-            .iter()
-            .position(|p| p.sidecar.identity == leader)
-            .context("the leader is none of the pods")?;
+        let (mut pods, l) = self
+            .start_pod_pair(&ns, lease, &["pod-a", "pod-b"], &flags)
+            .await?;
         let s = 1 - l;
         let (l_name, s_name) = (pods[l].name.clone(), pods[s].name.clone());
         pods[l].controller.wait_log(WINDOW_STARTED, WAIT).await?;
@@ -1478,28 +1492,9 @@ impl Bench {
         for i in 0..runs {
             let lease = format!("takeover-{i}");
             let pod_names = [format!("tk{i}-a"), format!("tk{i}-b")];
-            let mut pods = Vec::new();
-            for name in &pod_names {
-                let (sidecar_kc, _) = self.cluster.client_kubeconfig(&sidecar_user(name))?;
-                let (controller_kc, _) = self.cluster.client_kubeconfig(&controller_user(name))?;
-                let spec = PodSpec {
-                    name: name.clone(),
-                    sidecar: SidecarSpec::new(&sidecar_kc, &ns, &lease, name)
-                        .args(flags.iter().cloned()),
-                    controller_kubeconfig: controller_kc,
-                    controller_args: vec!["--namespace".into(), ns.clone()],
-                };
-                pods.push(
-                    Pod::start(spec)
-                        .await
-                        .with_context(|| format!("starting {name}"))?,
-                );
-            }
-            let leader = one_leader(&[&pods[0].sidecar, &pods[1].sidecar]).await?;
-            let l = pods
-                .iter()
-                .position(|p| p.sidecar.identity == leader)
-                .context("the leader is none of the pods")?;
+            let (pods, l) = self
+                .start_pod_pair(&ns, &lease, &[&pod_names[0], &pod_names[1]], &flags)
+                .await?;
             let s = 1 - l;
             let (l_user, s_user) = (
                 controller_user(&pods[l].name),
