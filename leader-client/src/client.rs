@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use crate::contract::{LeaderStatus, YieldResponse, paths};
-use crate::follow::{Events, LeaderSource, SourceError};
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
@@ -12,6 +10,9 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
+use crate::contract::{LeaderStatus, YieldResponse, paths};
+use crate::follow::{Events, LeaderSource, SourceError};
 
 /// `User-Agent` unless [`SidecarClient::with_user_agent`] says otherwise.
 const USER_AGENT: &str = concat!("leader-client/", env!("CARGO_PKG_VERSION"));

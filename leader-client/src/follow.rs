@@ -1,6 +1,6 @@
 //! Keeps the [`LeadershipGate`](crate::LeadershipGate) in step with the sidecar: holds
 //! `/leader/watch` open for prompt revocations and promotions, sends `GET /leader` for grants
-//! (see the safety argument in [`gate`](crate::gate)), and polls every `--leader-poll-interval` while the
+//! (see the safety argument in [`gate`](crate::gate)), and polls every poll interval while the
 //! stream is unavailable.
 
 use std::future::Future;
@@ -46,8 +46,8 @@ enum StreamNews {
     Lost(String),
 }
 
-/// The follower loop wakes at least this often, so that [`LeadershipGate::follower_idle`]
-/// (crate::LeadershipGate::follower_idle) shows it is alive.
+/// The follower loop wakes at least this often, so that
+/// [`LeadershipGate::follower_idle`](crate::LeadershipGate::follower_idle) shows it is alive.
 const MAX_IDLE: Duration = Duration::from_secs(1);
 
 type Answer = Pin<Box<dyn Future<Output = Result<LeaderStatus, SourceError>> + Send>>;

@@ -137,7 +137,7 @@ impl LeadershipGate {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use tokio::sync::oneshot;
+    use tokio::sync::{oneshot, watch};
     use tokio::time::Instant;
 
     use super::*;
@@ -158,11 +158,29 @@ mod tests {
         }
     }
 
-    /// What the work and the callback saw, in order.
-    type Journal = Arc<Mutex<Vec<String>>>;
+    /// What the work and the callback saw, in order, and how many lines so far (to wait on).
+    #[derive(Default)]
+    struct Lines {
+        lines: Mutex<Vec<String>>,
+        count: watch::Sender<usize>,
+    }
+
+    type Journal = Arc<Lines>;
 
     fn note(journal: &Journal, line: String) {
-        journal.lock().expect("journal").push(line);
+        let mut lines = journal.lines.lock().expect("journal");
+        lines.push(line);
+        journal.count.send_replace(lines.len());
+    }
+
+    /// Waits until the journal has `n` lines (the paused clock runs on meanwhile, so a grant
+    /// can run out); fails the test after [`LIMIT`].
+    async fn wait_lines(journal: &Journal, n: usize) {
+        let mut count = journal.count.subscribe();
+        tokio::time::timeout(LIMIT, count.wait_for(|c| *c >= n))
+            .await
+            .unwrap_or_else(|_| panic!("{n} journal lines: {:?}", journal.lines.lock()))
+            .expect("the journal is alive");
     }
 
     /// Work that notes when it starts and when it is dropped (cancelled).
@@ -205,29 +223,27 @@ mod tests {
                 .await;
             })
         };
-        let settle = || tokio::time::sleep(Duration::from_millis(1));
-
         publisher.publish(grant(3, Duration::from_secs(2)));
-        settle().await;
+        wait_lines(&journal, 1).await;
         // Revoked by the sidecar.
         publisher.publish(GateView::default());
-        settle().await;
+        wait_lines(&journal, 3).await;
         // A new term replaces the grant directly.
         publisher.publish(grant(4, Duration::from_secs(10)));
-        settle().await;
+        wait_lines(&journal, 4).await;
         publisher.publish(grant(5, Duration::from_secs(2)));
-        settle().await;
-        // Runs out: nobody renewed it.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        wait_lines(&journal, 7).await;
+        // Runs out: nobody renews it.
+        wait_lines(&journal, 9).await;
         publisher.publish(grant(6, Duration::from_secs(10)));
-        settle().await;
+        wait_lines(&journal, 10).await;
         stop.send(()).expect("runner alive");
         tokio::time::timeout(LIMIT, runner)
             .await
             .expect("the runner returned")
             .expect("no panic");
 
-        let seen = journal.lock().expect("journal").clone();
+        let seen = journal.lines.lock().expect("journal").clone();
         assert_eq!(
             seen,
             [

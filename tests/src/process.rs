@@ -29,16 +29,7 @@ impl LoggedChild {
     /// pods running. Start children from a thread that lives as long as they should: a test's
     /// thread or a runtime worker, not a short-lived blocking thread.
     pub fn spawn(name: &str, mut command: Command) -> anyhow::Result<Self> {
-        // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
-        // which is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(&mut command);
         let mut child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -187,6 +178,22 @@ pub fn message(line: &serde_json::Value) -> &str {
 /// The timestamp of a JSON log line (this host's wall clock, shared by all local processes).
 pub fn timestamp(line: &serde_json::Value) -> Option<jiff::Timestamp> {
     line["timestamp"].as_str()?.parse().ok()
+}
+
+/// Makes the child started by `command` get SIGKILL when the thread that starts it dies
+/// (`PR_SET_PDEATHSIG`), so that an aborted or killed test, demo or bench leaves no process
+/// behind.
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which
+    // is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// A running `inmem-apiserver` process; killed on drop.

@@ -14,7 +14,6 @@
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt as _;
 use std::process::Stdio;
 
 use anyhow::Context;
@@ -80,25 +79,16 @@ impl Baseline {
     pub async fn spawn(body: &[u8]) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot locate the bench executable")?;
         let body = std::str::from_utf8(body).context("the /leader body is not UTF-8")?;
-        let mut command = std::process::Command::new(exe);
+        let mut command = tokio::process::Command::new(exe);
         command
             .arg(FLAG)
             .arg(body)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        // SAFETY: runs in the forked child before exec and only calls prctl(2), which is
-        // async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = tokio::process::Command::from(command)
-            .kill_on_drop(true)
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        testkit::process::die_with_parent(&mut command);
+        let mut child = command
             .spawn()
             .context("cannot start the baseline server")?;
         let stdout = child.stdout.take().context("no stdout")?;
