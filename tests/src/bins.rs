@@ -18,14 +18,20 @@ pub fn cargo_profile(dir: &std::path::Path) -> Option<String> {
     Some(if name == "debug" { "dev" } else { name }.to_owned())
 }
 
-/// The cargo profile this executable was built with (from where it lives).
-pub fn own_profile() -> Option<String> {
-    let exe = std::env::current_exe().ok()?;
-    let mut dir = exe.parent()?.to_path_buf();
+/// The output directory of this build, `target/<profile>`: where this executable lives
+/// (`target/<profile>/deps/<test>` or `target/<profile>/<bin>`), and the workspace binaries too.
+pub fn profile_dir() -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
     if dir.ends_with("deps") {
         dir.pop();
     }
-    cargo_profile(&dir)
+    Ok(dir)
+}
+
+/// The cargo profile this executable was built with (from where it lives).
+pub fn own_profile() -> Option<String> {
+    cargo_profile(&profile_dir().ok()?)
 }
 
 /// Like [`binary`], with an error instead of a panic (for the demo and the bench, whose `lto`
@@ -35,12 +41,7 @@ pub fn try_binary(name: &str) -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os(&var) {
         return Ok(PathBuf::from(p));
     }
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> or target/<profile>/<bin>
-    let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
+    let dir = profile_dir()?;
     let path = dir.join(name);
     let profile = match cargo_profile(&dir).as_deref() {
         Some("dev") | None => String::new(),

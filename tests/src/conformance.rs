@@ -169,12 +169,7 @@ pub fn missing_toolchain(what: &str, tools: &[&str]) -> Option<MissingToolchain>
 /// Where the Go examples are built: `<target>/<profile>/go-controller` (next to the workspace
 /// binaries, see [`crate::bins`]).
 pub fn go_build_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    Ok(dir.join("go-controller"))
+    Ok(crate::bins::profile_dir()?.join("go-controller"))
 }
 
 /// A `go` command for `dir` (under the repository) that stays off the network and writes only
