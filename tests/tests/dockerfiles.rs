@@ -893,21 +893,28 @@ fn dockerignore_keeps_what_cargo_reads_and_drops_build_output() {
     );
 }
 
+/// The labels of the final stage of `df`, after checking that each of [`REQUIRED_LABELS`] is
+/// there and not empty.
+fn required_labels(file: &str, df: &Dockerfile) -> BTreeMap<String, String> {
+    let labels: BTreeMap<String, String> = df
+        .last()
+        .all("LABEL")
+        .flat_map(|l| label_pairs(&l.args))
+        .collect();
+    for key in REQUIRED_LABELS {
+        assert!(
+            labels.get(key).is_some_and(|v| !v.is_empty()),
+            "{file}: label {key} missing (labels: {labels:?})"
+        );
+    }
+    labels
+}
+
 #[test]
 fn labels_describe_the_package() {
     for (file, pkg) in IMAGES {
         let df = Dockerfile::load(file);
-        let runtime = df.last();
-        let labels: BTreeMap<String, String> = runtime
-            .all("LABEL")
-            .flat_map(|l| label_pairs(&l.args))
-            .collect();
-        for key in REQUIRED_LABELS {
-            assert!(
-                labels.get(key).is_some_and(|v| !v.is_empty()),
-                "{file}: label {key} missing (labels: {labels:?})"
-            );
-        }
+        let labels = required_labels(file, &df);
         let label = |k: &str| labels[&format!("org.opencontainers.image.{k}")].as_str();
         assert_eq!(label("title"), pkg, "{file}");
         assert_eq!(
@@ -919,7 +926,7 @@ fn labels_describe_the_package() {
 
         // version and revision come from build arguments declared in the final stage, with
         // defaults; the version's default is the crate's.
-        let args = arg_defaults(runtime);
+        let args = arg_defaults(df.last());
         for (key, arg) in [("version", "VERSION"), ("revision", "REVISION")] {
             assert!(
                 [format!("${arg}"), format!("${{{arg}}}")].contains(&label(key).to_string()),
@@ -1173,13 +1180,7 @@ fn the_python_controller_image_carries_every_module_and_nothing_else() {
         "{file}: {env:?}"
     );
 
-    let labels: BTreeMap<String, String> = runtime
-        .all("LABEL")
-        .flat_map(|l| label_pairs(&l.args))
-        .collect();
-    for key in REQUIRED_LABELS {
-        assert!(labels.contains_key(key), "{file}: label {key} missing");
-    }
+    required_labels(file, &df);
 
     // EXPOSE: the ports the controller listens on by default, as its --help says.
     let out = Command::new("python3")
@@ -1296,13 +1297,7 @@ fn the_go_controller_image_builds_offline_and_runs_distroless_as_non_root() {
         "{file}: ENTRYPOINT is the binary copied"
     );
 
-    let labels: BTreeMap<String, String> = runtime
-        .all("LABEL")
-        .flat_map(|l| label_pairs(&l.args))
-        .collect();
-    for key in REQUIRED_LABELS {
-        assert!(labels.contains_key(key), "{file}: label {key} missing");
-    }
+    required_labels(file, &df);
 
     // EXPOSE: the ports the controller listens on by default, as its --help says.
     if let Some(missing) =
